@@ -1,0 +1,58 @@
+# weather-stream: `make demo` runs everything, `make test` tests everything.
+# The programs talk to $(KAFKA_BROKERS); the embedded broker listens on 127.0.0.1:$(KAFKA_PORT).
+
+KAFKA_PORT ?= 9092
+KAFKA_BROKERS ?= 127.0.0.1:$(KAFKA_PORT)
+export KAFKA_PORT KAFKA_BROKERS
+P ?= 0,1,2,3
+ARGS ?=
+WEATHER := target/release/weather
+
+.PHONY: help build up down produce consume plot verify demo test lint clean
+
+help:
+	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
+	@echo "make test              every test (installs the broker first if missing)"
+	@echo "make up / make down    start / stop the embedded broker (Tansu) on 127.0.0.1:$(KAFKA_PORT)"
+	@echo "make produce           publish one report a day (ARGS='--count 3650 --delay-ms 0 --reset')"
+	@echo "make consume P=0,2     keep statistics for partitions 0 and 2 in state/"
+	@echo "make verify            check state/ against the topic"
+	@echo "make plot              draw month.svg from state/"
+	@echo "make lint              cargo fmt --check and clippy -D warnings"
+
+build:
+	cargo build --release --quiet
+
+up:
+	@scripts/broker.sh up
+
+down:
+	@scripts/broker.sh down
+
+produce: build
+	$(WEATHER) produce $(ARGS)
+
+consume: build
+	$(WEATHER) consume $(P) $(ARGS)
+
+verify: build
+	$(WEATHER) verify $(ARGS)
+
+plot: build
+	$(WEATHER) plot $(ARGS)
+
+demo:
+	@scripts/demo.sh
+
+# Integration tests start their own broker on a free port; they need the tansu binary.
+test:
+	@scripts/broker.sh install
+	cargo test --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf state month.svg

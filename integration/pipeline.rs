@@ -1,0 +1,589 @@
+//! The seed pipeline against a real broker: produce, consume, verify, plot, restart.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rskafka::chrono::{TimeZone, Utc};
+use rskafka::record::Record;
+use support::{Broker, folder_bytes, kill, run_err, run_ok, runtime, wait_for};
+use time::macros::date;
+use time::{Date, Month};
+use weather_stream::checkpoint::{self, Checkpoint, PartitionFile};
+use weather_stream::kafka::Cluster;
+use weather_stream::kafka::partitioner::partition_for;
+use weather_stream::report::month_name;
+use weather_stream::stats::DayReading;
+use weather_stream::weather::Weather;
+
+const GUARD: Duration = Duration::from_secs(120);
+
+/// Every report in the topic, per partition in offset order.
+fn topic_days(cluster: &Cluster) -> BTreeMap<i32, Vec<DayReading>> {
+    runtime().block_on(async {
+        let count = cluster.require_topic("temperatures").await.unwrap();
+        let mut days = BTreeMap::new();
+        for id in 0..count {
+            let partition = cluster.partition("temperatures", id).await.unwrap();
+            let (mut offset, end) = partition.offsets().await.unwrap();
+            let mut readings = Vec::new();
+            while offset < end {
+                let fetched = partition
+                    .fetch(offset, 1 << 20, Duration::from_millis(100))
+                    .await
+                    .unwrap();
+                for r in &fetched.records {
+                    if let Ok(day) =
+                        DayReading::from_record(r.record.key.as_deref(), r.record.value.as_deref())
+                    {
+                        readings.push(day);
+                    }
+                    offset = r.offset + 1;
+                }
+            }
+            days.insert(id, readings);
+        }
+        days
+    })
+}
+
+/// All dates in the topic, sorted, with duplicates kept.
+fn all_dates(cluster: &Cluster) -> Vec<Date> {
+    let mut dates: Vec<Date> = topic_days(cluster)
+        .into_values()
+        .flatten()
+        .map(|d| d.date)
+        .collect();
+    dates.sort();
+    dates
+}
+
+fn consecutive(from: Date, days: usize) -> Vec<Date> {
+    std::iter::successors(Some(from), |d| d.next_day())
+        .take(days)
+        .collect()
+}
+
+fn merged_checkpoints(dir: &Path) -> Vec<Checkpoint> {
+    checkpoint::load_all(dir).expect("partition files load")
+}
+
+#[test]
+fn ten_years_flow_through_to_verified_statistics_and_a_plot() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "3650", "--delay-ms", "0", "--reset"]),
+    );
+    run_ok(broker.weather().args([
+        "consume",
+        "0",
+        "1",
+        "2",
+        "3",
+        "--until-caught-up",
+        "--state-dir",
+        state_dir,
+    ]));
+
+    // Every (month, year) holds exactly its calendar days, on the partition murmur2 picks,
+    // with the sum of the generator's own values in date order.
+    let weather = Weather::new(1);
+    let mut expected: BTreeMap<(i32, Month, i32), (u64, f64)> = BTreeMap::new();
+    for date in consecutive(date!(2000 - 01 - 01), 3650) {
+        let partition = partition_for(month_name(date.month()).as_bytes(), 4);
+        let entry = expected
+            .entry((partition, date.month(), date.year()))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += weather.degrees(date);
+    }
+    let checkpoints = merged_checkpoints(state.path());
+    assert_eq!(checkpoints.len(), 4);
+    let mut seen = 0;
+    for c in &checkpoints {
+        for (month, years) in &c.stats.months {
+            for (year, m) in years {
+                let (count, sum) = expected[&(c.partition, *month, *year)];
+                assert_eq!(m.count, count, "{month} {year}");
+                assert_eq!(m.sum.to_bits(), sum.to_bits(), "{month} {year}");
+                if (*year, *month) != (2009, Month::December) {
+                    assert_eq!(
+                        m.count as u8,
+                        time::util::days_in_month(*month, *year),
+                        "{month} {year}"
+                    );
+                }
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, expected.len());
+    assert_eq!(checkpoints.iter().map(|c| c.offset).sum::<i64>(), 3650);
+
+    let verify = run_ok(broker.weather().args(["verify", "--state-dir", state_dir]));
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(stdout.matches(": ok,").count(), 4, "{stdout}");
+
+    let svg_path = state.path().join("month.svg");
+    run_ok(broker.weather().args([
+        "plot",
+        "--state-dir",
+        state_dir,
+        "--out",
+        svg_path.to_str().unwrap(),
+    ]));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.contains("Average maximum temperature, 2009"));
+    assert_eq!(svg.matches("class=\"bar\"").count(), 3);
+    let merged_jan: f64 = {
+        let c = checkpoints.iter().find(|c| c.partition == 2).unwrap();
+        c.stats.get(Month::January, 2009).unwrap().avg()
+    };
+    assert!(
+        svg.contains(&format!("{merged_jan:.1}°F")),
+        "January 2009 label missing"
+    );
+}
+
+#[test]
+fn a_consumer_killed_and_restarted_ends_identical_to_one_uninterrupted_run() {
+    let broker = Broker::start();
+    let interrupted = tempfile::tempdir().unwrap();
+    let straight = tempfile::tempdir().unwrap();
+    let dir = |t: &tempfile::TempDir| t.path().to_str().unwrap().to_string();
+
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "1000", "--delay-ms", "0", "--reset"]),
+    );
+    run_ok(broker.weather().args([
+        "consume",
+        "0,1,2,3",
+        "--until-caught-up",
+        "--state-dir",
+        &dir(&interrupted),
+    ]));
+
+    // Three rounds: more days arrive, a consumer runs until it has saved progress, SIGKILL.
+    for round in 0..3 {
+        run_ok(
+            broker
+                .weather()
+                .args(["produce", "--count", "900", "--delay-ms", "0"]),
+        );
+        let before = merged_checkpoints(interrupted.path());
+        let mut child = broker
+            .weather()
+            .args([
+                "consume",
+                "0",
+                "1",
+                "2",
+                "3",
+                "--state-dir",
+                &dir(&interrupted),
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(&format!("progress in round {round}"), GUARD, || {
+            merged_checkpoints(interrupted.path()) != before
+        });
+        kill(&mut child);
+    }
+    run_ok(broker.weather().args([
+        "consume",
+        "0",
+        "1",
+        "2",
+        "3",
+        "--until-caught-up",
+        "--state-dir",
+        &dir(&interrupted),
+    ]));
+    run_ok(broker.weather().args([
+        "consume",
+        "0",
+        "1",
+        "2",
+        "3",
+        "--until-caught-up",
+        "--state-dir",
+        &dir(&straight),
+    ]));
+
+    let a = folder_bytes(interrupted.path());
+    let b = folder_bytes(straight.path());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, bytes) in &a {
+        assert!(bytes == &b[name], "{name} differs after interruptions");
+    }
+    let total: u64 = merged_checkpoints(interrupted.path())
+        .iter()
+        .flat_map(|c| {
+            c.stats
+                .months
+                .values()
+                .flat_map(|y| y.values().map(|m| m.count))
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(total, 1000 + 3 * 900);
+    run_ok(
+        broker
+            .weather()
+            .args(["verify", "--state-dir", &dir(&interrupted)]),
+    );
+}
+
+#[test]
+fn the_producer_resumes_after_the_last_day_and_fills_a_hole_left_by_a_crash() {
+    let broker = Broker::start();
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "100", "--delay-ms", "0", "--reset"]),
+    );
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "50", "--delay-ms", "0"]),
+    );
+    let cluster = broker.cluster();
+    assert_eq!(all_dates(&cluster), consecutive(date!(2000 - 01 - 01), 150));
+
+    // A crash mid-round on a fresh topic: January and February 1..28 are in, then the
+    // round's batch for partition 1 (February 29) was lost while partition 0's (March 1..10) landed.
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "59", "--delay-ms", "0", "--reset"]),
+    );
+    let weather = Weather::new(1);
+    runtime().block_on(async {
+        let partition = cluster.partition("temperatures", 0).await.unwrap();
+        let march: Vec<Record> = consecutive(date!(2000 - 03 - 01), 10)
+            .into_iter()
+            .map(|d| Record {
+                key: Some(b"March".to_vec()),
+                value: Some(prost::Message::encode_to_vec(&weather.report(d))),
+                headers: BTreeMap::new(),
+                timestamp: Utc.timestamp_millis_opt(0).unwrap(),
+            })
+            .collect();
+        partition.produce(march).await.unwrap();
+    });
+    let mut dates = all_dates(&cluster);
+    assert!(!dates.contains(&date!(2000 - 02 - 29)));
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "30", "--delay-ms", "0"]),
+    );
+    dates = all_dates(&cluster);
+    // February 29 was filled in, March went on from the 11th, nothing twice.
+    assert_eq!(dates, consecutive(date!(2000 - 01 - 01), 59 + 1 + 10 + 29));
+    let unique: BTreeSet<Date> = dates.iter().copied().collect();
+    assert_eq!(unique.len(), dates.len());
+
+    // A topic that began at a later --start resumes without inventing the days before it,
+    // even though some partitions hold nothing yet.
+    run_ok(broker.weather().args([
+        "produce",
+        "--count",
+        "20",
+        "--delay-ms",
+        "0",
+        "--reset",
+        "--start",
+        "2000-03-01",
+    ]));
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "20", "--delay-ms", "0"]),
+    );
+    assert_eq!(all_dates(&cluster), consecutive(date!(2000 - 03 - 01), 40));
+}
+
+#[test]
+fn undecodable_records_are_counted_skipped_and_passed() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    run_ok(broker.weather().args([
+        "produce",
+        "--count",
+        "31",
+        "--delay-ms",
+        "0",
+        "--reset",
+        "--start",
+        "2000-03-01",
+    ]));
+    let cluster = broker.cluster();
+    let junk = |key: Option<&[u8]>, value: &[u8]| Record {
+        key: key.map(<[u8]>::to_vec),
+        value: Some(value.to_vec()),
+        headers: BTreeMap::new(),
+        timestamp: Utc.timestamp_millis_opt(0).unwrap(),
+    };
+    let bad_date = prost::Message::encode_to_vec(&weather_stream::report::Report {
+        date: "2000-04-31".into(),
+        degrees: 1.0,
+    });
+    let good = prost::Message::encode_to_vec(&Weather::new(1).report(date!(2000 - 03 - 05)));
+    runtime().block_on(async {
+        let partition = cluster.partition("temperatures", 0).await.unwrap();
+        partition
+            .produce(vec![
+                junk(Some(b"March"), b"\xff\x01 not protobuf"),
+                junk(None, &good),
+                junk(Some(b"March"), &bad_date),
+                // A replay of a day already counted: a duplicate, not an error.
+                junk(Some(b"March"), &good),
+            ])
+            .await
+            .unwrap();
+    });
+    // April 1 to September 17: August and September 1-17 land on partition 0 after the junk.
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "170", "--delay-ms", "0"]),
+    );
+
+    let output = run_ok(broker.weather().args([
+        "consume",
+        "0",
+        "--until-caught-up",
+        "--state-dir",
+        state_dir,
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches(": skipped, ").count(), 3, "{stderr}");
+    assert!(
+        stderr.contains("3 not reports") && stderr.contains("1 duplicates"),
+        "{stderr}"
+    );
+    let file = PartitionFile::new(state.path(), 0).load().unwrap().unwrap();
+    assert_eq!(file.offset, 31 + 4 + 31 + 17);
+    assert_eq!(file.stats.get(Month::March, 2000).unwrap().count, 31);
+    assert_eq!(file.stats.get(Month::August, 2000).unwrap().count, 31);
+    assert_eq!(file.stats.get(Month::September, 2000).unwrap().count, 17);
+    run_ok(broker.weather().args(["verify", "--state-dir", state_dir]));
+}
+
+#[test]
+fn a_corrupt_state_file_stops_the_consumer_and_stays_byte_for_byte() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "120", "--delay-ms", "0", "--reset"]),
+    );
+    let path = state.path().join("partition-2.json");
+    std::fs::write(&path, "{\"partition\": 2, \"offset\": ").unwrap();
+    let line = run_err(broker.weather().args([
+        "consume",
+        "0",
+        "2",
+        "--until-caught-up",
+        "--state-dir",
+        state_dir,
+    ]));
+    assert!(
+        line.contains("partition-2.json") && line.contains("--reset-state"),
+        "{line}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"partition\": 2, \"offset\": "
+    );
+    // Nothing was consumed for the good partition either: the run stops before reading.
+    assert!(!state.path().join("partition-0.json").exists());
+
+    run_ok(broker.weather().args([
+        "consume",
+        "0",
+        "2",
+        "--until-caught-up",
+        "--reset-state",
+        "--state-dir",
+        state_dir,
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(state.path().join("partition-2.json.bak")).unwrap(),
+        "{\"partition\": 2, \"offset\": "
+    );
+    run_ok(broker.weather().args(["verify", "--state-dir", state_dir]));
+}
+
+#[test]
+fn a_file_from_before_the_topic_was_recreated_is_refused_and_kept() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "400", "--delay-ms", "0", "--reset"]),
+    );
+    run_ok(broker.weather().args([
+        "consume",
+        "0,1,2,3",
+        "--until-caught-up",
+        "--state-dir",
+        state_dir,
+    ]));
+    let before = folder_bytes(state.path());
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "10", "--delay-ms", "0", "--reset"]),
+    );
+    let line = run_err(broker.weather().args([
+        "consume",
+        "0,1,2,3",
+        "--until-caught-up",
+        "--state-dir",
+        state_dir,
+    ]));
+    assert!(
+        line.contains("beyond the end") && line.contains("--reset-state"),
+        "{line}"
+    );
+    assert_eq!(folder_bytes(state.path()), before);
+    let verify = broker
+        .weather()
+        .args(["verify", "--state-dir", state_dir])
+        .output()
+        .unwrap();
+    assert!(!verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("beyond the partition's end"));
+}
+
+#[test]
+fn verify_finds_a_file_that_disagrees_with_the_topic() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "90", "--delay-ms", "0", "--reset"]),
+    );
+    run_ok(broker.weather().args([
+        "consume",
+        "0,1,2,3",
+        "--until-caught-up",
+        "--state-dir",
+        state_dir,
+    ]));
+    // Count one January day twice, as a consumer without the exactly-once rules might.
+    let file = PartitionFile::new(state.path(), 2);
+    let mut c = file.load().unwrap().unwrap();
+    let jan = c
+        .stats
+        .months
+        .get_mut(&Month::January)
+        .unwrap()
+        .get_mut(&2000)
+        .unwrap();
+    jan.count += 1;
+    jan.sum += 30.0;
+    file.save(&c).unwrap();
+    let output = broker
+        .weather()
+        .args(["verify", "--state-dir", state_dir])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("partition 2: 1 problem(s)")
+            && stdout.contains("January 2000: file has count 32"),
+        "{stdout}"
+    );
+    // 90 days reach partitions 2 (January), 1 (February) and 0 (March) only.
+    assert_eq!(stdout.matches(": ok,").count(), 2, "{stdout}");
+}
+
+#[test]
+fn bad_command_lines_get_one_clear_line_and_a_failure() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "5", "--delay-ms", "0", "--reset"]),
+    );
+
+    let line = run_err(
+        broker
+            .weather()
+            .args(["consume", "0", "7", "--state-dir", state_dir]),
+    );
+    assert!(
+        line.contains("partition 7 does not exist") && line.contains("0 to 3"),
+        "{line}"
+    );
+    let line = run_err(
+        broker
+            .weather()
+            .args(["consume", "1", "1", "--state-dir", state_dir]),
+    );
+    assert!(line.contains("partition 1 is listed twice"), "{line}");
+    let line = run_err(broker.weather().args([
+        "consume",
+        "0",
+        "--topic",
+        "nope",
+        "--state-dir",
+        state_dir,
+    ]));
+    assert!(line.contains("topic \"nope\" does not exist"), "{line}");
+    let closed = format!("127.0.0.1:{}", support::free_port());
+    let line = run_err(broker.weather().args([
+        "verify",
+        "--wait",
+        "1",
+        "--brokers",
+        &closed,
+        "--state-dir",
+        state_dir,
+    ]));
+    assert!(
+        line.contains("cannot reach a broker") && line.contains("make up"),
+        "{line}"
+    );
+    let line = run_err(broker.weather().args(["produce", "--brokers", "localhost"]));
+    assert!(line.contains("host:port"), "{line}");
+    let line = run_err(broker.weather().args(["verify", "--state-dir", state_dir]));
+    assert!(line.contains("no partition files"), "{line}");
+    // Argument errors come from clap: usage on stderr, exit code 2.
+    let output = broker
+        .weather()
+        .args(["produce", "--start", "2000-13-01"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("YYYY-MM-DD"));
+    let output = broker.weather().args(["consume", "-1"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        state.path().read_dir().unwrap().next().is_none(),
+        "a failed run wrote state"
+    );
+}

@@ -1,0 +1,280 @@
+//! The command line: one `weather` binary, a subcommand per program.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use time::Date;
+use tracing::info;
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::consumer::{self, ConsumeError, ConsumeOptions};
+use crate::kafka::{Cluster, KafkaError};
+use crate::plot;
+use crate::producer::{self, ProduceError, ProduceOptions};
+use crate::report::parse_date;
+use crate::shutdown::Shutdown;
+use crate::stats::PartitionStats;
+use crate::verify::{self, VerifyError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weather",
+    version,
+    about = "Daily weather reports through Kafka, with exactly-once statistics",
+    long_about = "Daily weather reports through Kafka, with exactly-once statistics.\n\n\
+        produce  publishes one report a day to the topic\n\
+        consume  keeps per-partition statistics in state files, exactly once\n\
+        verify   checks the state files against the topic\n\
+        plot     draws month.svg from the state files"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Bootstrap brokers, comma-separated host:port
+    #[arg(
+        long,
+        global = true,
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+    /// Topic the reports go to
+    #[arg(long, global = true, default_value = "temperatures")]
+    pub topic: String,
+    /// How long to wait for an unreachable broker before giving up, in seconds
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    pub wait: u64,
+    /// More detail: -v for debug lines, -vv for the Kafka client's own
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish one weather report a day, keyed by month
+    Produce(ProduceArgs),
+    /// Keep per-partition statistics for the listed partitions, exactly once
+    Consume(ConsumeArgs),
+    /// Recompute every partition file's statistics from the topic and compare
+    Verify(StateArgs),
+    /// Draw the monthly averages of the latest year as an SVG bar chart
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Delete and recreate the topic first (everything in it is lost)
+    #[arg(long)]
+    pub reset: bool,
+    /// First day to publish on an empty topic (YYYY-MM-DD)
+    #[arg(long, value_parser = date_arg, default_value = "2000-01-01")]
+    pub start: Date,
+    /// Stop after this many days (default: run forever)
+    #[arg(long, value_name = "DAYS")]
+    pub count: Option<u64>,
+    /// Pause between days, in milliseconds (0: as fast as the broker takes them)
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub delay_ms: u64,
+    /// Seed of the weather: the same seed gives the same temperatures
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Partitions of the topic when it is created
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub partitions: i32,
+    /// Replication factor of the topic when it is created
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..=100))]
+    pub replication_factor: i16,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Partitions to read, by number: `0 2` or `0,2`
+    #[arg(required = true, value_delimiter = ',', value_name = "PARTITION",
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub partitions: Vec<i32>,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Exit once every partition reaches the end it had at start
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// Set the partitions' state files aside (as .bak) and count from the earliest offset
+    #[arg(long)]
+    pub reset_state: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Folder of the partition files
+    #[arg(long, default_value = "state")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Where to write the chart
+    #[arg(long, default_value = "month.svg")]
+    pub out: PathBuf,
+    /// Months to draw, comma-separated
+    #[arg(long, default_value = "January,February,March", value_parser = plot::parse_months)]
+    pub months: std::vec::Vec<time::Month>,
+    /// Year to draw (default: the latest year with data)
+    #[arg(long)]
+    pub year: Option<i32>,
+}
+
+fn date_arg(text: &str) -> Result<Date, String> {
+    parse_date(text).map_err(|_| format!("{text:?} is not a date in the form YYYY-MM-DD"))
+}
+
+/// Everything that can stop a command, each one line for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let shutdown = Shutdown::on_signals();
+    let global = &cli.global;
+    let connect = || async {
+        Cluster::connect(&global.brokers, Duration::from_secs(global.wait), &shutdown).await
+    };
+    match cli.command {
+        Command::Produce(args) => {
+            let options = ProduceOptions {
+                topic: global.topic.clone(),
+                start: args.start,
+                count: args.count,
+                delay: Duration::from_millis(args.delay_ms),
+                seed: args.seed,
+                reset: args.reset,
+                partitions: args.partitions,
+                replication_factor: args.replication_factor,
+            };
+            let cluster = connect().await?;
+            producer::run(&cluster, &options, &shutdown).await?;
+        }
+        Command::Consume(args) => {
+            let mut seen = BTreeSet::new();
+            if let Some(twice) = args.partitions.iter().find(|p| !seen.insert(**p)) {
+                return Err(CliError::Usage(format!(
+                    "partition {twice} is listed twice"
+                )));
+            }
+            let options = ConsumeOptions {
+                topic: global.topic.clone(),
+                partitions: args.partitions,
+                state_dir: args.state.state_dir,
+                until_caught_up: args.until_caught_up,
+                reset_state: args.reset_state,
+            };
+            let cluster = connect().await?;
+            consumer::run(&cluster, &options, &shutdown).await?;
+        }
+        Command::Verify(args) => {
+            let cluster = connect().await?;
+            let verdicts = verify::run(&cluster, &global.topic, &args.state_dir).await?;
+            let mut failed = 0;
+            for v in &verdicts {
+                if v.matches() {
+                    println!(
+                        "partition {}: ok, {} reports up to offset {}",
+                        v.partition, v.reports, v.offset
+                    );
+                } else {
+                    failed += 1;
+                    println!("partition {}: {} problem(s)", v.partition, v.problems.len());
+                    for problem in &v.problems {
+                        println!("  {problem}");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(CliError::Mismatch(format!(
+                    "{failed} of {} partition files do not match the topic",
+                    verdicts.len()
+                )));
+            }
+        }
+        Command::Plot(args) => plot_command(&args)?,
+    }
+    Ok(())
+}
+
+fn plot_command(args: &PlotArgs) -> Result<(), CliError> {
+    let dir = &args.state.state_dir;
+    let checkpoints = checkpoint::load_all(dir).map_err(|e| match e {
+        CheckpointError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            CliError::Usage(format!(
+                "state folder {} does not exist; run `weather consume` first",
+                dir.display()
+            ))
+        }
+        other => other.into(),
+    })?;
+    let mut merged = PartitionStats::default();
+    for c in &checkpoints {
+        merged.merge(&c.stats);
+    }
+    let year = args.year.or_else(|| merged.latest_year()).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no statistics in {} yet; run `weather consume` first",
+            dir.display()
+        ))
+    })?;
+    let bars = plot::bars(&merged, &args.months, year);
+    let svg = plot::month_chart(&bars, year).to_string();
+    write_atomically(&args.out, svg.as_bytes())?;
+    let shown: Vec<String> = bars
+        .iter()
+        .map(|b| match b.avg {
+            Some(avg) => format!("{} {avg:.1}°F", crate::report::month_name(b.month)),
+            None => format!("{} no data", crate::report::month_name(b.month)),
+        })
+        .collect();
+    info!(
+        "wrote {} for {year} from {} partition files: {}",
+        args.out.display(),
+        checkpoints.len(),
+        shown.join(", ")
+    );
+    Ok(())
+}
+
+/// Writes via a temporary file and a rename, so a browser never loads half a chart.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let tmp = path.with_extension("svg.tmp");
+    let err = |source| CliError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}

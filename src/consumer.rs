@@ -1,0 +1,286 @@
+//! `weather consume 0 2`: the stats consumer, with partitions assigned by hand.
+//!
+//! Per partition: load its file and seek to the file's offset (no file: the earliest
+//! offset), then for each fetched batch update the statistics in memory and replace the
+//! file. Statistics and offset are saved together, so every report counts exactly once
+//! across any crash (see `checkpoint` for the write and `stats` for the dedup rule).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::checkpoint::{Checkpoint, CheckpointError, PartitionFile};
+use crate::kafka::backoff::Backoff;
+use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
+use crate::shutdown::Shutdown;
+use crate::stats::Outcome;
+
+/// Upper bound on one fetch's size; a batch is also one checkpoint write.
+pub const FETCH_BYTES: i32 = 4 << 20;
+/// How long a fetch waits at the end of the partition for new records.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Warnings about skipped records per partition before they are only counted.
+const SKIP_WARNINGS: u64 = 10;
+/// Consecutive failed fetches tolerated by `--until-caught-up` before it gives up.
+const CATCH_UP_RETRIES: u32 = 10;
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ConsumeOptions {
+    pub topic: String,
+    pub partitions: Vec<i32>,
+    pub state_dir: PathBuf,
+    pub until_caught_up: bool,
+    pub reset_state: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("partition {partition} does not exist: topic {topic:?} has partitions 0 to {}", .count - 1)]
+    NoSuchPartition {
+        topic: String,
+        partition: i32,
+        count: i32,
+    },
+    #[error(
+        "{path}: offset {offset} lies beyond the end of partition {partition} (offset {end}), so the topic was recreated since the file was written; the file was left as it is: move it aside, or run with --reset-state to count the partition again"
+    )]
+    BeyondEnd {
+        path: PathBuf,
+        partition: i32,
+        offset: i64,
+        end: i64,
+    },
+    #[error("cannot create state folder {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "partition {partition}: gave up at offset {offset} after {CATCH_UP_RETRIES} failed fetches: {source}"
+    )]
+    GaveUp {
+        partition: i32,
+        offset: i64,
+        source: KafkaError,
+    },
+}
+
+/// What one partition's run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartitionSummary {
+    pub partition: i32,
+    pub offset: i64,
+    pub counted: u64,
+    pub duplicates: u64,
+    pub skipped: u64,
+}
+
+pub async fn run(
+    cluster: &Cluster,
+    options: &ConsumeOptions,
+    shutdown: &Shutdown,
+) -> Result<Vec<PartitionSummary>, ConsumeError> {
+    let count = cluster.require_topic(&options.topic).await?;
+    if let Some(&partition) = options.partitions.iter().find(|p| **p >= count) {
+        return Err(ConsumeError::NoSuchPartition {
+            topic: options.topic.clone(),
+            partition,
+            count,
+        });
+    }
+    std::fs::create_dir_all(&options.state_dir).map_err(|source| ConsumeError::StateDir {
+        path: options.state_dir.clone(),
+        source,
+    })?;
+
+    // Check every partition before reading any, so a bad file stops the run at once.
+    let mut assigned = Vec::new();
+    for &id in &options.partitions {
+        let partition = cluster.partition(&options.topic, id).await?;
+        let file = PartitionFile::new(&options.state_dir, id);
+        let (checkpoint, end) = starting_point(&partition, &file, options.reset_state).await?;
+        let target = options.until_caught_up.then_some(end);
+        assigned.push((partition, file, checkpoint, target));
+    }
+
+    let runs = assigned
+        .into_iter()
+        .map(|(partition, file, checkpoint, target)| {
+            consume_partition(partition, file, checkpoint, target, shutdown)
+        });
+    futures::future::try_join_all(runs).await
+}
+
+/// Where a partition starts: its file, or the earliest offset; and where it ends now.
+async fn starting_point(
+    partition: &Partition,
+    file: &PartitionFile,
+    reset: bool,
+) -> Result<(Checkpoint, i64), ConsumeError> {
+    let id = partition.id();
+    if reset && let Some(backup) = file.set_aside()? {
+        info!(
+            "partition {id}: --reset-state, old file kept as {}",
+            backup.display()
+        );
+    }
+    let loaded = file.load()?;
+    let (earliest, end) = partition.offsets().await?;
+    let checkpoint = match loaded {
+        None => {
+            info!("partition {id}: no state file, starting at the earliest offset {earliest}");
+            Checkpoint::empty(id, earliest)
+        }
+        Some(c) if c.offset > end => {
+            return Err(ConsumeError::BeyondEnd {
+                path: file.path(),
+                partition: id,
+                offset: c.offset,
+                end,
+            });
+        }
+        Some(mut c) if c.offset < earliest => {
+            warn!(
+                "partition {id}: records {}..{earliest} were deleted by the broker before they were read; continuing at {earliest}",
+                c.offset
+            );
+            c.offset = earliest;
+            c
+        }
+        Some(c) => {
+            info!(
+                "partition {id}: resuming at offset {} from {}",
+                c.offset,
+                file.path().display()
+            );
+            c
+        }
+    };
+    Ok((checkpoint, end))
+}
+
+async fn consume_partition(
+    partition: Partition,
+    file: PartitionFile,
+    mut checkpoint: Checkpoint,
+    target: Option<i64>,
+    shutdown: &Shutdown,
+) -> Result<PartitionSummary, ConsumeError> {
+    let id = partition.id();
+    let mut summary = PartitionSummary {
+        partition: id,
+        offset: checkpoint.offset,
+        ..Default::default()
+    };
+    let mut backoff = Backoff::default();
+    let mut failures = 0;
+    let mut last_progress = Instant::now();
+
+    loop {
+        if target.is_some_and(|t| checkpoint.offset >= t) || shutdown.is_requested() {
+            break;
+        }
+        let fetched = tokio::select! {
+            fetched = partition.fetch(checkpoint.offset, FETCH_BYTES, FETCH_WAIT) => fetched,
+            _ = shutdown.requested() => break,
+        };
+        let fetched = match fetched {
+            Ok(fetched) => {
+                if failures > 0 {
+                    info!(
+                        "partition {id}: fetching again at offset {}",
+                        checkpoint.offset
+                    );
+                }
+                failures = 0;
+                backoff.reset();
+                fetched
+            }
+            Err(e) if is_offset_out_of_range(&e) => {
+                let (earliest, end) = partition.offsets().await?;
+                if checkpoint.offset > end {
+                    return Err(ConsumeError::BeyondEnd {
+                        path: file.path(),
+                        partition: id,
+                        offset: checkpoint.offset,
+                        end,
+                    });
+                }
+                warn!(
+                    "partition {id}: offset {} no longer exists; continuing at {earliest}",
+                    checkpoint.offset
+                );
+                checkpoint.offset = checkpoint.offset.max(earliest);
+                continue;
+            }
+            Err(source) => {
+                failures += 1;
+                if target.is_some() && failures >= CATCH_UP_RETRIES {
+                    return Err(ConsumeError::GaveUp {
+                        partition: id,
+                        offset: checkpoint.offset,
+                        source,
+                    });
+                }
+                let delay = backoff.next_delay();
+                warn!("partition {id}: {source}; retrying in {delay:.1?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.requested() => break,
+                }
+            }
+        };
+        if fetched.records.is_empty() {
+            continue;
+        }
+
+        for record in &fetched.records {
+            let r = &record.record;
+            match checkpoint.stats.apply(r.key.as_deref(), r.value.as_deref()) {
+                Outcome::Counted => summary.counted += 1,
+                Outcome::Duplicate => summary.duplicates += 1,
+                Outcome::Malformed(reason) => {
+                    summary.skipped += 1;
+                    if summary.skipped <= SKIP_WARNINGS {
+                        warn!("partition {id} offset {}: skipped, {reason}", record.offset);
+                    } else if summary.skipped == SKIP_WARNINGS + 1 {
+                        warn!(
+                            "partition {id}: more records skipped; counting them without a warning each"
+                        );
+                    }
+                }
+            }
+            checkpoint.offset = record.offset + 1;
+        }
+        // Statistics and offset leave memory together, in one atomic file replace.
+        checkpoint = save(file.clone(), checkpoint).await?;
+        summary.offset = checkpoint.offset;
+
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            let behind = fetched.high_watermark - checkpoint.offset;
+            info!(
+                "partition {id}: offset {}, {behind} behind the end, {} counted so far",
+                checkpoint.offset, summary.counted
+            );
+            last_progress = Instant::now();
+        }
+    }
+    info!(
+        "partition {id}: stopped at offset {} ({} counted, {} duplicates skipped, {} not reports)",
+        summary.offset, summary.counted, summary.duplicates, summary.skipped
+    );
+    Ok(summary)
+}
+
+/// Saves off the async threads: fsync blocks, and other partitions keep fetching meanwhile.
+async fn save(file: PartitionFile, checkpoint: Checkpoint) -> Result<Checkpoint, CheckpointError> {
+    tokio::task::spawn_blocking(move || file.save(&checkpoint).map(|()| checkpoint))
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}

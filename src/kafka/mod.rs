@@ -1,0 +1,350 @@
+//! The client layer: everything that talks to brokers.
+//!
+//! rskafka does what it supports (metadata, topic admin, per-partition produce, fetch and
+//! list offsets). Retries go through `backoff`; partitioning through `partitioner`.
+
+pub mod backoff;
+pub mod partitioner;
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::RecordAndOffset;
+use tracing::{info, warn};
+
+use crate::shutdown::Shutdown;
+use backoff::Backoff;
+
+pub use rskafka::client::error::Error as ClientError;
+pub use rskafka::client::error::ProtocolError;
+
+/// How long one request may keep retrying inside rskafka before we see the error.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("bad broker address {address:?}: expected host:port, as in 127.0.0.1:9092")]
+    BadAddress { address: String },
+    #[error(
+        "cannot reach a broker at {brokers} ({reason}) after {waited:?}; is it running? `make up` starts one"
+    )]
+    Unreachable {
+        brokers: String,
+        reason: String,
+        waited: Duration,
+    },
+    #[error("topic {topic:?} does not exist on {brokers}; `weather produce` creates it")]
+    NoTopic { topic: String, brokers: String },
+    #[error("{action} failed: {source}")]
+    Request {
+        action: String,
+        source: Box<ClientError>,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl KafkaError {
+    fn request(action: impl Into<String>) -> impl FnOnce(ClientError) -> Self {
+        let action = action.into();
+        move |source| Self::Request {
+            action,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// A connection to the cluster, from which topic and partition handles are made.
+#[derive(Debug)]
+pub struct Cluster {
+    client: Client,
+    brokers: String,
+}
+
+impl Cluster {
+    /// Connects to `brokers` (comma-separated `host:port`), waiting up to `wait` for one to
+    /// accept connections, with a log line while it waits.
+    pub async fn connect(
+        brokers: &str,
+        wait: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<Self, KafkaError> {
+        let addresses: Vec<String> = brokers
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect();
+        if addresses.is_empty() {
+            return Err(KafkaError::BadAddress {
+                address: brokers.into(),
+            });
+        }
+        for address in &addresses {
+            let valid = address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(KafkaError::BadAddress {
+                    address: address.clone(),
+                });
+            }
+        }
+        wait_until_reachable(&addresses, brokers, wait, shutdown).await?;
+        let client = ClientBuilder::new(addresses)
+            .client_id("weather-stream")
+            .backoff_config(backoff::rskafka_config(REQUEST_DEADLINE))
+            .build()
+            .await
+            .map_err(|e| KafkaError::Unreachable {
+                brokers: brokers.into(),
+                reason: e.to_string(),
+                waited: REQUEST_DEADLINE,
+            })?;
+        Ok(Self {
+            client,
+            brokers: brokers.into(),
+        })
+    }
+
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// The number of partitions of `topic`, or `None` when it does not exist.
+    pub async fn partition_count(&self, topic: &str) -> Result<Option<i32>, KafkaError> {
+        let topics = self
+            .client
+            .list_topics()
+            .await
+            .map_err(KafkaError::request("listing topics"))?;
+        Ok(topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.len() as i32))
+    }
+
+    /// Like `partition_count`, but a missing topic is an error that says how to make it.
+    pub async fn require_topic(&self, topic: &str) -> Result<i32, KafkaError> {
+        self.partition_count(topic)
+            .await?
+            .ok_or_else(|| KafkaError::NoTopic {
+                topic: topic.into(),
+                brokers: self.brokers.clone(),
+            })
+    }
+
+    /// Creates `topic` unless it exists; returns its partition count either way.
+    pub async fn ensure_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: i16,
+    ) -> Result<i32, KafkaError> {
+        if let Some(existing) = self.partition_count(topic).await? {
+            if existing != partitions {
+                warn!(
+                    "topic {topic} has {existing} partitions, not {partitions}; using it as it is"
+                );
+            }
+            return Ok(existing);
+        }
+        let controller = self
+            .client
+            .controller_client()
+            .map_err(KafkaError::request("finding the controller"))?;
+        match controller
+            .create_topic(topic, partitions, replication_factor, 10_000)
+            .await
+        {
+            Ok(()) => info!(
+                "created topic {topic} ({partitions} partitions, replication factor {replication_factor})"
+            ),
+            // Another client created it between our look and our request: that is what we wanted.
+            Err(ClientError::ServerError {
+                protocol_error: ProtocolError::TopicAlreadyExists,
+                ..
+            }) => {}
+            Err(e) => return Err(KafkaError::request(format!("creating topic {topic}"))(e)),
+        }
+        Ok(partitions)
+    }
+
+    /// Deletes `topic` if it exists.
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), KafkaError> {
+        if self.partition_count(topic).await?.is_none() {
+            return Ok(());
+        }
+        let controller = self
+            .client
+            .controller_client()
+            .map_err(KafkaError::request("finding the controller"))?;
+        match controller.delete_topic(topic, 10_000).await {
+            Ok(())
+            | Err(ClientError::ServerError {
+                protocol_error: ProtocolError::UnknownTopicOrPartition,
+                ..
+            }) => {
+                info!("deleted topic {topic}");
+                Ok(())
+            }
+            Err(e) => Err(KafkaError::request(format!("deleting topic {topic}"))(e)),
+        }
+    }
+
+    /// A handle on one partition, bound to its leader.
+    pub async fn partition(&self, topic: &str, partition: i32) -> Result<Partition, KafkaError> {
+        let client = self
+            .client
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .map_err(KafkaError::request(format!(
+                "connecting to {topic} partition {partition}"
+            )))?;
+        Ok(Partition { client })
+    }
+}
+
+/// Tries each address until one accepts a TCP connection, backing off between rounds.
+async fn wait_until_reachable(
+    addresses: &[String],
+    brokers: &str,
+    wait: Duration,
+    shutdown: &Shutdown,
+) -> Result<(), KafkaError> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut announced = false;
+    loop {
+        let mut reason = String::new();
+        for address in addresses {
+            let resolved = address.to_socket_addrs().map(|mut a| a.next());
+            let result = match resolved {
+                Ok(Some(socket)) => tokio::time::timeout(
+                    Duration::from_secs(3),
+                    tokio::net::TcpStream::connect(socket),
+                )
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                .map(drop),
+                Ok(None) => Err(std::io::ErrorKind::NotFound.into()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    if announced {
+                        info!("broker at {address} is up");
+                    }
+                    return Ok(());
+                }
+                Err(e) => reason = format!("{address}: {e}"),
+            }
+        }
+        let waited = started.elapsed();
+        if waited >= wait {
+            return Err(KafkaError::Unreachable {
+                brokers: brokers.into(),
+                reason,
+                waited: Duration::from_secs(waited.as_secs()),
+            });
+        }
+        let delay = backoff.next_delay().min(wait - waited);
+        if !announced {
+            warn!("waiting for a broker at {brokers} ({reason}); giving up after {wait:?}");
+            announced = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.requested() => return Err(KafkaError::Interrupted),
+        }
+    }
+}
+
+/// One partition of a topic, on its leader.
+#[derive(Debug)]
+pub struct Partition {
+    client: PartitionClient,
+}
+
+/// Records from one fetch, and the partition's end at that moment.
+#[derive(Debug)]
+pub struct Fetched {
+    pub records: Vec<RecordAndOffset>,
+    pub high_watermark: i64,
+}
+
+impl Partition {
+    pub fn id(&self) -> i32 {
+        self.client.partition()
+    }
+
+    /// The first offset still kept and the next offset to be written.
+    pub async fn offsets(&self) -> Result<(i64, i64), KafkaError> {
+        let what = format!("reading offsets of partition {}", self.id());
+        let earliest = self
+            .client
+            .get_offset(OffsetAt::Earliest)
+            .await
+            .map_err(KafkaError::request(what.clone()))?;
+        let latest = self
+            .client
+            .get_offset(OffsetAt::Latest)
+            .await
+            .map_err(KafkaError::request(what))?;
+        Ok((earliest, latest))
+    }
+
+    /// Records from `offset` on, up to about `max_bytes`, waiting up to `max_wait` for any.
+    pub async fn fetch(
+        &self,
+        offset: i64,
+        max_bytes: i32,
+        max_wait: Duration,
+    ) -> Result<Fetched, KafkaError> {
+        let (records, high_watermark) = self
+            .client
+            .fetch_records(offset, 1..max_bytes, max_wait.as_millis() as i32)
+            .await
+            .map_err(KafkaError::request(format!(
+                "fetching partition {} at offset {offset}",
+                self.id()
+            )))?;
+        Ok(Fetched {
+            records,
+            high_watermark,
+        })
+    }
+
+    /// Appends records as one batch; returns their offsets.
+    pub async fn produce(
+        &self,
+        records: Vec<rskafka::record::Record>,
+    ) -> Result<Vec<i64>, KafkaError> {
+        self.client
+            .produce(
+                records,
+                rskafka::client::partition::Compression::NoCompression,
+            )
+            .await
+            .map_err(KafkaError::request(format!(
+                "producing to partition {}",
+                self.id()
+            )))
+    }
+}
+
+/// True when a fetch failed because the offset lies outside what the partition holds.
+pub fn is_offset_out_of_range(error: &KafkaError) -> bool {
+    match error {
+        KafkaError::Request { source, .. } => matches!(
+            **source,
+            ClientError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            }
+        ),
+        _ => false,
+    }
+}

@@ -1,0 +1,31 @@
+//! weather-stream: daily weather reports through Kafka, counted exactly once.
+//!
+//! Data flows one way, and each step is one module:
+//!
+//! - `weather`: the generator. A day's temperature is a pure function of (seed, date).
+//! - `report`: the protobuf `Report` (from `proto/report.proto`) and month names, the keys.
+//! - `kafka`: the wire. Connection, topic admin, produce and fetch through rskafka;
+//!   `kafka::partitioner` is Kafka's murmur2 key partitioner; `kafka::backoff` every retry delay.
+//! - `producer`: `weather produce`, which also resumes a topic where it ends.
+//! - `stats`: month/year aggregation and the exactly-once rules for what counts: the dedup
+//!   rule (a date not after its month's `end` is a duplicate) and the skip rule for records
+//!   that are not reports.
+//! - `checkpoint`: the partition files, and the only place files are written durably
+//!   (tmp, fsync, rename, fsync the folder).
+//! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat.
+//! - `verify`: `weather verify`, which recomputes the files from the topic.
+//! - `plot`: the SVG chart of monthly averages.
+//! - `shutdown`: the Ctrl-C / SIGTERM signal handed to every loop.
+//! - `cli`: argument parsing and the one-line errors.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod consumer;
+pub mod kafka;
+pub mod plot;
+pub mod producer;
+pub mod report;
+pub mod shutdown;
+pub mod stats;
+pub mod verify;
+pub mod weather;

@@ -1,0 +1,128 @@
+//! `weather verify`: recomputes each partition file's statistics from the topic itself,
+//! reading from the partition's first record up to the file's offset, and compares.
+//!
+//! It uses the same `stats` rules as the consumer but none of its state, so a file that
+//! counted a day twice, missed one, or moved its offset without its statistics shows up.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::checkpoint::{CheckpointError, partition_files};
+use crate::consumer::FETCH_BYTES;
+use crate::kafka::{Cluster, KafkaError, Partition};
+use crate::stats::PartitionStats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("no partition files in {0}; run `weather consume` first")]
+    NoFiles(String),
+}
+
+/// The verdict on one partition file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub partition: i32,
+    pub offset: i64,
+    pub reports: u64,
+    /// Empty when the file matches the topic.
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    pub fn matches(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub async fn run(
+    cluster: &Cluster,
+    topic: &str,
+    state_dir: &Path,
+) -> Result<Vec<Verdict>, VerifyError> {
+    let files = partition_files(state_dir).map_err(|e| match e {
+        CheckpointError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            VerifyError::NoFiles(state_dir.display().to_string())
+        }
+        other => other.into(),
+    })?;
+    if files.is_empty() {
+        return Err(VerifyError::NoFiles(state_dir.display().to_string()));
+    }
+    let count = cluster.require_topic(topic).await?;
+    let mut verdicts = Vec::new();
+    for file in files {
+        let checkpoint = match file.load() {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e) => {
+                verdicts.push(Verdict {
+                    partition: file.partition(),
+                    offset: 0,
+                    reports: 0,
+                    problems: vec![e.to_string()],
+                });
+                continue;
+            }
+        };
+        let mut verdict = Verdict {
+            partition: checkpoint.partition,
+            offset: checkpoint.offset,
+            reports: 0,
+            problems: Vec::new(),
+        };
+        if checkpoint.partition >= count {
+            verdict.problems.push(format!(
+                "topic {topic:?} has no partition {} (it has {count})",
+                checkpoint.partition
+            ));
+            verdicts.push(verdict);
+            continue;
+        }
+        let partition = cluster.partition(topic, checkpoint.partition).await?;
+        let (earliest, end) = partition.offsets().await?;
+        if checkpoint.offset > end {
+            verdict.problems.push(format!(
+                "offset {} lies beyond the partition's end {end}: the topic was recreated",
+                checkpoint.offset
+            ));
+        } else if earliest > 0 {
+            verdict.problems.push(format!(
+                "records before offset {earliest} were deleted by the broker, so the file cannot be checked"
+            ));
+        } else {
+            let recomputed = recompute(&partition, checkpoint.offset).await?;
+            verdict.reports = recomputed
+                .months
+                .values()
+                .flat_map(|years| years.values())
+                .map(|m| m.count)
+                .sum();
+            verdict.problems = checkpoint.stats.differences(&recomputed);
+        }
+        verdicts.push(verdict);
+    }
+    Ok(verdicts)
+}
+
+/// The statistics of every record before `until`, computed from scratch.
+async fn recompute(partition: &Partition, until: i64) -> Result<PartitionStats, KafkaError> {
+    let mut stats = PartitionStats::default();
+    let mut offset = 0;
+    while offset < until {
+        let fetched = partition
+            .fetch(offset, FETCH_BYTES, Duration::from_millis(100))
+            .await?;
+        let Some(last) = fetched.records.last().map(|r| r.offset) else {
+            break;
+        };
+        for record in fetched.records.iter().filter(|r| r.offset < until) {
+            stats.apply(record.record.key.as_deref(), record.record.value.as_deref());
+        }
+        offset = last + 1;
+    }
+    Ok(stats)
+}
