@@ -8,7 +8,7 @@ P ?= 0,1,2,3
 ARGS ?=
 WEATHER := target/release/weather
 
-.PHONY: help build up down produce consume plot verify demo test lint clean
+.PHONY: help build install up down produce consume plot verify demo test lint clean
 
 help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
@@ -18,10 +18,14 @@ help:
 	@echo "make consume P=0,2     keep statistics for partitions 0 and 2 in state/"
 	@echo "make verify            check state/ against the topic"
 	@echo "make plot              draw month.svg from state/"
+	@echo "make install           put the weather binary on your PATH (cargo install)"
 	@echo "make lint              cargo fmt --check and clippy -D warnings"
 
 build:
 	cargo build --release --quiet
+
+install:
+	cargo install --path . --locked
 
 up:
 	@scripts/broker.sh up
