@@ -4,7 +4,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
@@ -585,5 +585,50 @@ fn bad_command_lines_get_one_clear_line_and_a_failure() {
     assert!(
         state.path().read_dir().unwrap().next().is_none(),
         "a failed run wrote state"
+    );
+}
+
+#[test]
+fn a_paced_producer_and_a_running_consumer_stop_cleanly_on_ctrl_c() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    // The paced path: one day per round with a pause between.
+    run_ok(broker.weather().args([
+        "produce",
+        "--count",
+        "5",
+        "--delay-ms",
+        "20",
+        "--reset",
+        "--start",
+        "2000-03-01",
+    ]));
+    assert_eq!(
+        all_dates(&broker.cluster()),
+        consecutive(date!(2000 - 03 - 01), 5)
+    );
+
+    let consumer = broker
+        .weather()
+        .args(["consume", "0", "--state-dir", state_dir])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let file = PartitionFile::new(state.path(), 0);
+    wait_for("the consumer's first checkpoint", GUARD, || {
+        file.load().ok().flatten().is_some_and(|c| c.offset == 5)
+    });
+    let status = Command::new("kill")
+        .args(["-INT", &consumer.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = consumer.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("partition 0: stopped at offset 5 (5 counted"),
+        "{stderr}"
     );
 }
