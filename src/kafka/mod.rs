@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod partitioner;
+pub mod wire;
 
 use std::net::ToSocketAddrs;
 use std::time::Duration;

@@ -1,0 +1,306 @@
+//! The Kafka wire for what rskafka lacks: one TCP connection to one broker, speaking the
+//! `kafka-protocol` crate's messages.
+//!
+//! Requests are pipelined: `send` writes a request and returns at once with a handle on its
+//! response, so several can be in flight. A broker answers the requests of one connection in
+//! the order they came, which is what lets the idempotent producer keep up to five batches in
+//! flight per partition without reordering them. A background task reads responses and hands
+//! each to its caller by correlation id; when the connection breaks, every caller still waiting
+//! gets `WireError::Closed`, and the connection is of no further use (make a new one).
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::oneshot;
+
+const CLIENT_ID: &str = "weather-stream";
+
+/// Largest response we accept; a length beyond it means the stream is not Kafka.
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// How long a response may take before the connection is considered dead.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("connection to {address} closed")]
+    Closed { address: String },
+    #[error("no response from {address} within {REQUEST_TIMEOUT:?}")]
+    TimedOut { address: String },
+    #[error("{address} does not speak {api:?} versions {ours:?} (it offers {broker:?})")]
+    Unsupported {
+        address: String,
+        api: ApiKey,
+        broker: Option<RangeInclusive<i16>>,
+        ours: RangeInclusive<i16>,
+    },
+    #[error("cannot encode or decode {api:?} for {address}: {reason}")]
+    Codec {
+        address: String,
+        api: ApiKey,
+        reason: String,
+    },
+}
+
+impl WireError {
+    /// True when trying again on a new connection may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Closed { .. } | Self::TimedOut { .. }
+        )
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<Bytes>>>>;
+
+/// One connection to one broker.
+#[derive(Debug)]
+pub struct Connection {
+    address: String,
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    waiters: Waiters,
+    correlation: AtomicI32,
+    /// The versions the broker accepts, by API key.
+    versions: HashMap<i16, RangeInclusive<i16>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A response on its way; await it with `Pending::response`.
+#[must_use = "a request's outcome is only known from its response"]
+pub struct Pending<R: Request> {
+    address: String,
+    api: ApiKey,
+    version: i16,
+    reply: oneshot::Receiver<Bytes>,
+    _request: std::marker::PhantomData<R>,
+}
+
+impl<R: Request> Pending<R> {
+    pub async fn response(self) -> Result<R::Response, WireError> {
+        let frame = match tokio::time::timeout(REQUEST_TIMEOUT, self.reply).await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(_)) => {
+                return Err(WireError::Closed {
+                    address: self.address,
+                });
+            }
+            Err(_) => {
+                return Err(WireError::TimedOut {
+                    address: self.address,
+                });
+            }
+        };
+        let codec = |reason: String| WireError::Codec {
+            address: self.address.clone(),
+            api: self.api,
+            reason,
+        };
+        let mut frame = frame;
+        ResponseHeader::decode(&mut frame, R::Response::header_version(self.version))
+            .map_err(|e| codec(e.to_string()))?;
+        R::Response::decode(&mut frame, self.version).map_err(|e| codec(e.to_string()))
+    }
+}
+
+impl Connection {
+    /// Connects to `address` (host:port) and asks which API versions it speaks.
+    pub async fn open(address: &str) -> Result<Self, WireError> {
+        let connect_error = |source| WireError::Connect {
+            address: address.into(),
+            source,
+        };
+        let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(connect_error)?;
+        stream.set_nodelay(true).map_err(connect_error)?;
+        let (read, write) = stream.into_split();
+        let waiters = Waiters::default();
+        let reader = tokio::spawn(read_responses(BufReader::new(read), waiters.clone()));
+        let mut connection = Self {
+            address: address.into(),
+            writer: tokio::sync::Mutex::new(write),
+            waiters,
+            correlation: AtomicI32::new(0),
+            versions: HashMap::new(),
+            reader,
+        };
+        // Version 0 of ApiVersions is understood by every broker, old and new.
+        let versions = connection
+            .send_at(ApiVersionsRequest::default(), 0)
+            .await?
+            .response()
+            .await?;
+        connection.versions = supported_versions(&versions);
+        Ok(connection)
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The highest version of `R` in `ours` that the broker also speaks.
+    pub fn version<R: Request>(&self, ours: RangeInclusive<i16>) -> Result<i16, WireError> {
+        pick::<R>(&self.versions, ours.clone()).map_err(|broker| WireError::Unsupported {
+            address: self.address.clone(),
+            api: api_key::<R>(),
+            broker,
+            ours,
+        })
+    }
+
+    /// Sends `request` at the highest version in `ours` both sides speak.
+    pub async fn send<R: Request>(
+        &self,
+        request: R,
+        ours: RangeInclusive<i16>,
+    ) -> Result<Pending<R>, WireError> {
+        let version = self.version::<R>(ours)?;
+        self.send_at(request, version).await
+    }
+
+    /// Sends and waits for the response.
+    pub async fn request<R: Request>(
+        &self,
+        request: R,
+        ours: RangeInclusive<i16>,
+    ) -> Result<R::Response, WireError> {
+        self.send(request, ours).await?.response().await
+    }
+
+    async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<Pending<R>, WireError> {
+        let api = api_key::<R>();
+        let correlation_id = self.correlation.fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut frame, R::header_version(version))
+            .and_then(|()| request.encode(&mut frame, version))
+            .map_err(|e| WireError::Codec {
+                address: self.address.clone(),
+                api,
+                reason: e.to_string(),
+            })?;
+        let length = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&length.to_be_bytes());
+
+        let (tx, rx) = oneshot::channel();
+        // Registered before writing, so a fast response always finds its waiter; the writer lock
+        // keeps frames whole and in the order callers were served.
+        let mut writer = self.writer.lock().await;
+        lock(&self.waiters).insert(correlation_id, tx);
+        if writer.write_all(&frame).await.is_err() {
+            lock(&self.waiters).remove(&correlation_id);
+            return Err(WireError::Closed {
+                address: self.address.clone(),
+            });
+        }
+        Ok(Pending {
+            address: self.address.clone(),
+            api,
+            version,
+            reply: rx,
+            _request: std::marker::PhantomData,
+        })
+    }
+}
+
+fn lock(waiters: &Waiters) -> std::sync::MutexGuard<'_, HashMap<i32, oneshot::Sender<Bytes>>> {
+    // A panic while holding this lock cannot leave the map half-changed: recover it.
+    waiters.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The highest version in `ours`, the broker's range and the crate's; else the broker's range,
+/// `None` when it does not know the API at all.
+fn pick<R: Request>(
+    broker: &HashMap<i16, RangeInclusive<i16>>,
+    ours: RangeInclusive<i16>,
+) -> Result<i16, Option<RangeInclusive<i16>>> {
+    let theirs = broker.get(&R::KEY).cloned().ok_or(None)?;
+    let high = (*ours.end()).min(*theirs.end()).min(R::VERSIONS.max);
+    let low = (*ours.start()).max(*theirs.start()).max(R::VERSIONS.min);
+    if low > high {
+        Err(Some(theirs))
+    } else {
+        Ok(high)
+    }
+}
+
+fn api_key<R: Request>() -> ApiKey {
+    ApiKey::try_from(R::KEY).unwrap_or(ApiKey::ApiVersions)
+}
+
+fn supported_versions(response: &ApiVersionsResponse) -> HashMap<i16, RangeInclusive<i16>> {
+    response
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version..=k.max_version))
+        .collect()
+}
+
+/// Reads frames until the connection ends, giving each to the caller waiting for it. Dropping
+/// the waiters on exit tells every remaining caller the connection is gone.
+async fn read_responses(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, waiters: Waiters) {
+    while let Ok(length) = read.read_i32().await {
+        let Ok(length) = usize::try_from(length) else {
+            break;
+        };
+        if !(4..=MAX_FRAME).contains(&length) {
+            break;
+        }
+        let mut frame = BytesMut::zeroed(length);
+        if read.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        let frame = frame.freeze();
+        let correlation_id = (&frame[..4]).get_i32();
+        if let Some(waiter) = lock(&waiters).remove(&correlation_id) {
+            let _ = waiter.send(frame);
+        }
+    }
+    lock(&waiters).clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest};
+
+    #[test]
+    fn versions_intersect_ours_the_brokers_and_the_crates() {
+        let broker = HashMap::from([(ApiKey::Produce as i16, 3..=9)]);
+        assert_eq!(pick::<ProduceRequest>(&broker, 3..=12), Ok(9));
+        assert_eq!(pick::<ProduceRequest>(&broker, 3..=7), Ok(7));
+        assert_eq!(pick::<ProduceRequest>(&broker, 10..=12), Err(Some(3..=9)));
+        // An API the broker did not list is unsupported whatever we ask for.
+        assert!(pick::<InitProducerIdRequest>(&broker, 0..=4).is_err());
+    }
+}
