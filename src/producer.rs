@@ -4,15 +4,20 @@
 //! finds the last date written, and sends only that partition's days after it (from the
 //! topic's first date on). A producer stopped between two partitions' batches therefore
 //! fills the hole on restart instead of leaving it, and doubles nothing.
+//!
+//! The writing itself is `kafka::idempotent`: batches the broker writes once however often
+//! they are sent, so a lost answer costs a resend, never a doubled day.
 
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rskafka::chrono::{DateTime, TimeZone, Utc};
-use rskafka::record::Record;
+use bytes::Bytes;
 use time::Date;
 use tracing::{info, warn};
 
+use crate::kafka::idempotent::{Acked, BatchOptions, IdempotentProducer, Outgoing, SendError};
 use crate::kafka::partitioner::partition_for;
 use crate::kafka::{Cluster, KafkaError, Partition};
 use crate::report::{format_date, month_name};
@@ -20,10 +25,12 @@ use crate::shutdown::Shutdown;
 use crate::stats::DayReading;
 use crate::weather::Weather;
 
-/// Days generated and sent per round when there is no delay between days.
-const BURST_DAYS: usize = 5_000;
-/// How often a progress line is logged.
+/// How often a progress line is logged when stderr is not a terminal.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// How often the live status line is redrawn on a terminal.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+/// New producer sessions in a row after the broker forgets our producer id.
+const MAX_SESSIONS: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
@@ -41,12 +48,14 @@ pub struct ProduceOptions {
 pub enum ProduceError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Send(#[from] SendError),
     #[error("ran out of dates after {last}")]
     EndOfCalendar { last: String },
 }
 
-/// What a run sent.
-#[derive(Debug, Clone, PartialEq)]
+/// What a run wrote: days acknowledged by the broker, and the dates handed to it.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProduceSummary {
     pub days: u64,
     pub first: Option<Date>,
@@ -70,63 +79,80 @@ pub async fn run(
         partitions.push(cluster.partition(topic, id).await?);
     }
 
-    let extent = topic_extent(&partitions).await?;
-    let last_written = extent.last;
+    let mut summary = ProduceSummary::default();
+    let started = Instant::now();
+    let mut session = 0;
+    loop {
+        session += 1;
+        // Read afresh for every session: a session that ended early may have written batches
+        // whose answers never came.
+        let extent = topic_extent(&partitions).await?;
+        if let (1, Some(last)) = (session, extent.last.values().max()) {
+            info!(
+                "topic {topic} already holds days up to {}; resuming after it (--reset starts over)",
+                format_date(*last)
+            );
+        }
+        let producer = IdempotentProducer::start(
+            cluster.bootstrap(),
+            topic,
+            partition_count,
+            BatchOptions::default(),
+        )
+        .await?;
+        let status = Status::start(producer.acked().clone(), summary.days, started);
+        let generated = generate(&producer, &extent, options, shutdown, &mut summary).await;
+        let closed = producer.close().await;
+        summary.days = status.stop();
+        match (generated, closed) {
+            (_, Err(SendError::ProducerIdLost { topic, partition })) if session < MAX_SESSIONS => {
+                warn!(
+                    "the broker forgot our producer id ({topic} partition {partition}); \
+                     starting a new producer from where the topic ends"
+                );
+            }
+            (_, Err(e)) => return Err(e.into()),
+            (Err(e), Ok(())) => return Err(e),
+            (Ok(()), Ok(())) => break,
+        }
+    }
+    log_progress(summary.days, summary.last, started.elapsed());
+    Ok(summary)
+}
+
+/// Hands the producer one day at a time, paced by `--delay-ms`, skipping days the topic has.
+async fn generate(
+    producer: &IdempotentProducer,
+    extent: &Extent,
+    options: &ProduceOptions,
+    shutdown: &Shutdown,
+    summary: &mut ProduceSummary,
+) -> Result<(), ProduceError> {
+    let partition_count = producer.partitions();
+    let weather = Weather::new(options.seed);
     // Days between the topic's first date and a partition's own last date are already
     // there; any later day of a partition is missing, whatever other partitions hold.
-    let start = extent.first.unwrap_or(options.start);
-    if let Some(last) = last_written.values().max() {
-        info!(
-            "topic {topic} already holds days up to {}; resuming after it (--reset starts over)",
-            format_date(*last)
-        );
-    }
-
-    let weather = Weather::new(options.seed);
-    let per_round = if options.delay.is_zero() {
-        BURST_DAYS
-    } else {
-        1
-    };
-    let mut summary = ProduceSummary {
-        days: 0,
-        first: None,
-        last: None,
-    };
-    let mut cursor = Some(start);
-    let started = Instant::now();
-    let mut last_progress = Instant::now();
+    let mut cursor = Some(extent.first.unwrap_or(options.start));
+    let handed_before = summary.days;
+    let mut handed = 0u64;
     let mut ticker = tokio::time::interval(options.delay.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    while !shutdown.is_requested() && options.count.is_none_or(|n| summary.days < n) {
-        // Generate the next round of days, skipping any the topic already has.
-        let mut round: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-        let mut in_round = 0u64;
-        while in_round < per_round as u64
-            && options.count.is_none_or(|n| summary.days + in_round < n)
+    while !shutdown.is_requested() && options.count.is_none_or(|n| handed_before + handed < n) {
+        let Some(date) = cursor else {
+            return Err(ProduceError::EndOfCalendar {
+                last: summary.last.map(format_date).unwrap_or_default(),
+            });
+        };
+        cursor = date.next_day();
+        let key = month_name(date.month());
+        let partition = partition_for(key.as_bytes(), partition_count);
+        if extent
+            .last
+            .get(&partition)
+            .is_some_and(|last| date <= *last)
         {
-            let Some(date) = cursor else {
-                return Err(ProduceError::EndOfCalendar {
-                    last: summary.last.map(format_date).unwrap_or_default(),
-                });
-            };
-            cursor = date.next_day();
-            let key = month_name(date.month());
-            let partition = partition_for(key.as_bytes(), partition_count);
-            if last_written
-                .get(&partition)
-                .is_some_and(|last| date <= *last)
-            {
-                continue;
-            }
-            round
-                .entry(partition)
-                .or_default()
-                .push(record(key, &weather, date));
-            summary.first.get_or_insert(date);
-            summary.last = Some(date);
-            in_round += 1;
+            continue;
         }
         if !options.delay.is_zero() {
             tokio::select! {
@@ -134,59 +160,87 @@ pub async fn run(
                 _ = shutdown.requested() => break,
             }
         }
-        send_round(&partitions, round).await?;
-        summary.days += in_round;
-
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            log_progress(&summary, started.elapsed());
-            last_progress = Instant::now();
+        let record = Outgoing {
+            key: Bytes::from_static(key.as_bytes()),
+            value: prost::Message::encode_to_vec(&weather.report(date)).into(),
+            timestamp_ms: now_millis(),
+            id: date.to_julian_day().into(),
+        };
+        // A stopped sender's own error comes from `close`, which the caller reads next.
+        if producer.send(partition, record).await.is_err() {
+            break;
         }
+        summary.first.get_or_insert(date);
+        summary.last = Some(date);
+        handed += 1;
     }
-    log_progress(&summary, started.elapsed());
-    Ok(summary)
-}
-
-fn record(key: &str, weather: &Weather, date: Date) -> Record {
-    Record {
-        key: Some(key.as_bytes().to_vec()),
-        value: Some(prost::Message::encode_to_vec(&weather.report(date))),
-        headers: BTreeMap::new(),
-        timestamp: now(),
-    }
-}
-
-/// The wall clock as a record timestamp (rskafka's chrono comes without its clock).
-fn now() -> DateTime<Utc> {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Utc.timestamp_millis_opt(millis)
-        .single()
-        .unwrap_or_default()
-}
-
-/// Sends each partition's share of a round as one batch, all partitions at once.
-async fn send_round(
-    partitions: &[Partition],
-    round: BTreeMap<i32, Vec<Record>>,
-) -> Result<(), KafkaError> {
-    let sends = round
-        .into_iter()
-        .map(|(id, records)| partitions[id as usize].produce(records));
-    futures::future::try_join_all(sends).await?;
     Ok(())
 }
 
-fn log_progress(summary: &ProduceSummary, elapsed: Duration) {
-    let rate = summary.days as f64 / elapsed.as_secs_f64().max(1e-3);
-    match summary.last {
-        Some(last) => info!(
-            "sent {} days, up to {} ({rate:.0} days/s)",
-            summary.days,
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Progress while the producer runs: a live line on a terminal, a log line every few seconds
+/// otherwise. Counts only what the broker acknowledged.
+struct Status {
+    task: tokio::task::JoinHandle<()>,
+    acked: Arc<Acked>,
+    before: u64,
+}
+
+impl Status {
+    fn start(acked: Arc<Acked>, before: u64, started: Instant) -> Self {
+        let live = std::io::stderr().is_terminal();
+        let every = if live { STATUS_EVERY } else { PROGRESS_EVERY };
+        let watched = acked.clone();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let (days, last) = watched.get();
+                let last = last.and_then(|id| Date::from_julian_day(id as i32).ok());
+                if live {
+                    let line = progress_line(before + days, last, started.elapsed());
+                    let _ = write!(std::io::stderr(), "\r\x1b[2K{line}");
+                } else {
+                    log_progress(before + days, last, started.elapsed());
+                }
+            }
+        });
+        Self {
+            task,
+            acked,
+            before,
+        }
+    }
+
+    /// Stops the display; returns the days acknowledged in all sessions so far.
+    fn stop(self) -> u64 {
+        self.task.abort();
+        if std::io::stderr().is_terminal() {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+        self.before + self.acked.get().0
+    }
+}
+
+fn progress_line(days: u64, last: Option<Date>, elapsed: Duration) -> String {
+    let rate = days as f64 / elapsed.as_secs_f64().max(1e-3);
+    match last {
+        Some(last) => format!(
+            "sent {days} days, up to {} ({rate:.0} days/s)",
             format_date(last)
         ),
-        None => info!("sent no days"),
+        None => "sent no days yet".into(),
     }
+}
+
+fn log_progress(days: u64, last: Option<Date>, elapsed: Duration) {
+    info!("{}", progress_line(days, last, elapsed));
 }
 
 /// Where the days already in the topic begin and, per partition, end.

@@ -1,9 +1,12 @@
 //! The client layer: everything that talks to brokers.
 //!
-//! rskafka does what it supports (metadata, topic admin, per-partition produce, fetch and
-//! list offsets). Retries go through `backoff`; partitioning through `partitioner`.
+//! rskafka does what it supports (metadata, topic admin, per-partition fetch and list
+//! offsets). What it lacks is built on the `kafka-protocol` crate's messages over `wire`:
+//! `idempotent`, the producer's write path. Retries go through `backoff`; partitioning
+//! through `partitioner`.
 
 pub mod backoff;
+pub mod idempotent;
 pub mod partitioner;
 pub mod wire;
 
@@ -62,6 +65,7 @@ impl KafkaError {
 pub struct Cluster {
     client: Client,
     brokers: String,
+    bootstrap: Vec<String>,
 }
 
 impl Cluster {
@@ -94,7 +98,7 @@ impl Cluster {
             }
         }
         wait_until_reachable(&addresses, brokers, wait, shutdown).await?;
-        let client = ClientBuilder::new(addresses)
+        let client = ClientBuilder::new(addresses.clone())
             .client_id("weather-stream")
             .backoff_config(backoff::rskafka_config(REQUEST_DEADLINE))
             .build()
@@ -107,11 +111,17 @@ impl Cluster {
         Ok(Self {
             client,
             brokers: brokers.into(),
+            bootstrap: addresses,
         })
     }
 
     pub fn brokers(&self) -> &str {
         &self.brokers
+    }
+
+    /// The bootstrap addresses, one `host:port` each.
+    pub fn bootstrap(&self) -> &[String] {
+        &self.bootstrap
     }
 
     /// The number of partitions of `topic`, or `None` when it does not exist.

@@ -1,0 +1,655 @@
+//! The idempotent producer, on `kafka-protocol`'s messages (rskafka always sends producer id -1).
+//!
+//! `InitProducerId` gives a producer id and epoch. Every record batch then carries them and a
+//! per-partition sequence number, so the broker writes a batch once however often it is sent:
+//! a batch resent after a lost response is answered `DUPLICATE_SEQUENCE_NUMBER`, which means
+//! "already written" and counts as success.
+//!
+//! One task per partition owns that partition's connection to its leader. It gathers what the
+//! caller hands it into a batch, sealed when full, when the pipe is idle, or after a short
+//! linger, and keeps up to five batches in flight. A batch is encoded once, when sealed, and a
+//! retry resends the same bytes. Order is kept by the broker answering one connection's
+//! requests in turn; after a failure the task waits for everything in flight to come back, then
+//! resends every unacknowledged batch in order.
+
+use std::collections::VecDeque;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use kafka_protocol::ResponseError;
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, MetadataRequest, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::backoff::Backoff;
+use super::wire::{Connection, Pending, WireError};
+
+/// Batches a partition may have sent and not yet seen answered; Kafka keeps the last five
+/// batches of each producer to recognise duplicates, so more would lose that guarantee.
+pub const MAX_IN_FLIGHT: usize = 5;
+/// Tries of one batch (or one connection attempt) before the producer gives up.
+pub const MAX_TRIES: u32 = 10;
+
+/// Version 3 is the first with record batches v2, which carry producer ids; 12 and 13 name
+/// topics by id only.
+const PRODUCE_VERSIONS: RangeInclusive<i16> = 3..=11;
+const INIT_PRODUCER_ID_VERSIONS: RangeInclusive<i16> = 0..=4;
+const METADATA_VERSIONS: RangeInclusive<i16> = 1..=12;
+/// How long the leader may wait for the in-sync replicas (acks=all) before answering.
+const ACK_TIMEOUT_MS: i32 = 30_000;
+/// Records a caller may queue per partition before `send` waits.
+const QUEUE: usize = 4096;
+
+/// When a batch is sealed and sent.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// A batch is sent once it holds about this many bytes of records.
+    pub max_bytes: usize,
+    /// How long a batch may wait for more records while others are in flight. With nothing in
+    /// flight a batch goes at once, so a slow trickle of records is never held back.
+    pub linger: Duration,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self {
+            max_bytes: 128 * 1024,
+            linger: Duration::from_millis(5),
+        }
+    }
+}
+
+/// One record to write. `id` is the caller's own label, reported back once acknowledged.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub key: Bytes,
+    pub value: Bytes,
+    pub timestamp_ms: i64,
+    pub id: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("cannot find the leader of {topic} partition {partition}: {reason}")]
+    NoLeader {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+    #[error("cannot get a producer id from {address}: {reason}")]
+    InitProducerId { address: String, reason: String },
+    #[error("producing to {topic} partition {partition} failed after {tries} tries: {last}")]
+    GaveUp {
+        topic: String,
+        partition: i32,
+        tries: u32,
+        last: String,
+    },
+    #[error(
+        "{topic} partition {partition} refused batch with sequence {sequence} as out of order: \
+         the broker lost acknowledged records or another producer writes with our id; \
+         the topic needs checking (`weather verify`)"
+    )]
+    OutOfOrder {
+        topic: String,
+        partition: i32,
+        sequence: i32,
+    },
+    #[error("the broker no longer knows our producer id ({topic} partition {partition})")]
+    ProducerIdLost { topic: String, partition: i32 },
+    #[error("{topic} partition {partition} refused a batch: {error}")]
+    Refused {
+        topic: String,
+        partition: i32,
+        error: String,
+    },
+    #[error("no partition {partition}: the topic has {partitions}")]
+    NoSuchPartition { partition: i32, partitions: usize },
+    #[error("the sender of partition {partition} stopped")]
+    Stopped { partition: i32 },
+}
+
+/// What has been acknowledged so far, shared by all partitions' tasks.
+#[derive(Debug, Default)]
+pub struct Acked {
+    records: AtomicU64,
+    highest_id: AtomicI64,
+    /// Set while a partition cannot reach its leader, so an outage is logged once, not once
+    /// per partition.
+    outage: AtomicBool,
+}
+
+impl Acked {
+    /// Records acknowledged, and the highest `id` among them.
+    pub fn get(&self) -> (u64, Option<i64>) {
+        let records = self.records.load(Ordering::Relaxed);
+        let id = self.highest_id.load(Ordering::Relaxed);
+        (records, (records > 0).then_some(id))
+    }
+}
+
+/// An idempotent producer for one topic: a producer id, and one sending task per partition.
+#[derive(Debug)]
+pub struct IdempotentProducer {
+    queues: Vec<mpsc::Sender<Outgoing>>,
+    tasks: Vec<JoinHandle<Result<(), SendError>>>,
+    acked: Arc<Acked>,
+    producer_id: i64,
+    epoch: i16,
+}
+
+impl IdempotentProducer {
+    /// Asks a broker for a producer id and starts a sender for each of `partitions`.
+    pub async fn start(
+        bootstrap: &[String],
+        topic: &str,
+        partitions: i32,
+        options: BatchOptions,
+    ) -> Result<Self, SendError> {
+        let (producer_id, epoch) = init_producer_id(bootstrap).await?;
+        info!("producer id {producer_id}, epoch {epoch}: idempotent, acks=all");
+        let acked = Arc::new(Acked::default());
+        let mut queues = Vec::new();
+        let mut tasks = Vec::new();
+        for partition in 0..partitions {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let sender = PartitionSender {
+                topic: topic.into(),
+                partition,
+                bootstrap: bootstrap.to_vec(),
+                producer_id,
+                epoch,
+                options: options.clone(),
+                acked: acked.clone(),
+                connection: None,
+                next_sequence: 0,
+                open: Vec::new(),
+                open_bytes: 0,
+                open_since: Instant::now(),
+                unacked: VecDeque::new(),
+                in_flight: FuturesOrdered::new(),
+                failed: None,
+                failures: 0,
+                backoff: Backoff::default(),
+            };
+            queues.push(tx);
+            tasks.push(tokio::spawn(sender.run(rx)));
+        }
+        Ok(Self {
+            queues,
+            tasks,
+            acked,
+            producer_id,
+            epoch,
+        })
+    }
+
+    pub fn producer_id(&self) -> (i64, i16) {
+        (self.producer_id, self.epoch)
+    }
+
+    pub fn partitions(&self) -> i32 {
+        self.queues.len() as i32
+    }
+
+    /// Queues a record for `partition`; waits while that partition's queue is full.
+    pub async fn send(&self, partition: i32, record: Outgoing) -> Result<(), SendError> {
+        let queue = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.queues.get(p))
+            .ok_or(SendError::NoSuchPartition {
+                partition,
+                partitions: self.queues.len(),
+            })?;
+        // A closed queue means the task ended with an error; `close` returns it.
+        queue
+            .send(record)
+            .await
+            .map_err(|_| SendError::Stopped { partition })
+    }
+
+    pub fn acked(&self) -> &Arc<Acked> {
+        &self.acked
+    }
+
+    /// Sends what is queued, waits for every acknowledgement and stops the tasks. The first
+    /// task's error wins.
+    pub async fn close(self) -> Result<(), SendError> {
+        drop(self.queues);
+        let mut first_error = None;
+        for (partition, task) in self.tasks.into_iter().enumerate() {
+            let outcome = task.await.unwrap_or(Err(SendError::Stopped {
+                partition: partition as i32,
+            }));
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn init_producer_id(bootstrap: &[String]) -> Result<(i64, i16), SendError> {
+    let mut last = SendError::InitProducerId {
+        address: bootstrap.join(","),
+        reason: "no broker address".into(),
+    };
+    for address in bootstrap {
+        let failed = |reason: String| SendError::InitProducerId {
+            address: address.clone(),
+            reason,
+        };
+        let request = InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(-1)
+            .with_producer_id((-1).into())
+            .with_producer_epoch(-1);
+        let response = match Connection::open(address).await {
+            Ok(connection) => connection
+                .request(request, INIT_PRODUCER_ID_VERSIONS)
+                .await
+                .map_err(|e| failed(e.to_string())),
+            Err(e) => Err(failed(e.to_string())),
+        };
+        match response {
+            Ok(r) if r.error_code.is_ok() => return Ok((r.producer_id.0, r.producer_epoch)),
+            Ok(r) => last = failed(describe(r.error_code)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn describe(code: i16) -> String {
+    code.err()
+        .map_or_else(|| "no error".into(), |e| format!("{e} ({code})"))
+}
+
+/// A sealed batch: its encoded bytes are what every try sends.
+#[derive(Debug)]
+struct Batch {
+    records: Bytes,
+    base_sequence: i32,
+    count: i32,
+    highest_id: i64,
+    acked: bool,
+}
+
+/// What came back for one batch sent.
+type Answer = (i32, Result<ProduceResponse, WireError>);
+
+struct PartitionSender {
+    topic: String,
+    partition: i32,
+    bootstrap: Vec<String>,
+    producer_id: i64,
+    epoch: i16,
+    options: BatchOptions,
+    acked: Arc<Acked>,
+    connection: Option<Arc<Connection>>,
+    next_sequence: i32,
+    /// Records not yet in a batch.
+    open: Vec<Outgoing>,
+    open_bytes: usize,
+    open_since: Instant,
+    /// Sealed batches in sequence order, until acknowledged; at most `MAX_IN_FLIGHT`.
+    unacked: VecDeque<Batch>,
+    in_flight: FuturesOrdered<futures::future::BoxFuture<'static, Answer>>,
+    /// Why the current round failed; set, nothing new is sent until all in flight are back.
+    failed: Option<Failure>,
+    failures: u32,
+    backoff: Backoff,
+}
+
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    reconnect: bool,
+}
+
+impl PartitionSender {
+    async fn run(mut self, mut queue: mpsc::Receiver<Outgoing>) -> Result<(), SendError> {
+        let mut closed = false;
+        loop {
+            if self.failed.is_some() && self.in_flight.is_empty() {
+                self.recover().await?;
+            }
+            if self.failed.is_none() {
+                self.pump(closed).await?;
+            }
+            if closed && self.open.is_empty() && self.unacked.is_empty() {
+                return Ok(());
+            }
+            let room = self.open_bytes < self.options.max_bytes;
+            let linger_until = self.open_since + self.options.linger;
+            let may_seal = !self.open.is_empty()
+                && self.failed.is_none()
+                && self.unacked.len() < MAX_IN_FLIGHT;
+            tokio::select! {
+                biased;
+                Some((sequence, answer)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.settle(sequence, answer)?;
+                }
+                record = queue.recv(), if !closed && room => match record {
+                    Some(record) => self.add(record),
+                    None => closed = true,
+                },
+                _ = tokio::time::sleep_until(linger_until), if may_seal => {
+                    // `pump` at the top of the loop seals it now that it is due.
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, record: Outgoing) {
+        if self.open.is_empty() {
+            self.open_since = Instant::now();
+        }
+        // Key, value and about 20 bytes of record framing.
+        self.open_bytes += record.key.len() + record.value.len() + 20;
+        self.open.push(record);
+    }
+
+    /// Sends what may go now: batches waiting for a resend, then the open batch when it is due.
+    async fn pump(&mut self, closed: bool) -> Result<(), SendError> {
+        let sent = self.in_flight.len();
+        let waiting = self.unacked.len() > sent;
+        let due = !self.open.is_empty()
+            && self.unacked.len() < MAX_IN_FLIGHT
+            && (self.open_bytes >= self.options.max_bytes
+                || self.unacked.is_empty()
+                || self.open_since.elapsed() >= self.options.linger
+                || closed);
+        if !waiting && !due {
+            return Ok(());
+        }
+        let connection = match self.connect().await {
+            Ok(connection) => connection,
+            Err(reason) => {
+                self.failed = Some(Failure {
+                    reason,
+                    reconnect: true,
+                });
+                return Ok(());
+            }
+        };
+        for index in sent..self.unacked.len() {
+            self.transmit(&connection, index).await;
+        }
+        if due {
+            self.seal()?;
+            self.transmit(&connection, self.unacked.len() - 1).await;
+        }
+        Ok(())
+    }
+
+    /// The connection to the partition's leader, made on first use or after a failure.
+    async fn connect(&mut self) -> Result<Arc<Connection>, String> {
+        if let Some(connection) = &self.connection {
+            return Ok(connection.clone());
+        }
+        let leader = leader_of(&self.bootstrap, &self.topic, self.partition)
+            .await
+            .map_err(|e| e.to_string())?;
+        let connection = Arc::new(Connection::open(&leader).await.map_err(|e| e.to_string())?);
+        debug!("partition {} writes through {leader}", self.partition);
+        self.connection = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Encodes the open records as the next batch, with the next sequence numbers.
+    fn seal(&mut self) -> Result<(), SendError> {
+        let records = std::mem::take(&mut self.open);
+        self.open_bytes = 0;
+        let base_sequence = self.next_sequence;
+        let encoded: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: self.producer_id,
+                producer_epoch: self.epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: base_sequence.wrapping_add(i as i32),
+                timestamp: r.timestamp_ms,
+                key: Some(r.key.clone()),
+                value: Some(r.value.clone()),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buffer = BytesMut::with_capacity(self.options.max_bytes + 1024);
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buffer, &encoded, &options).map_err(|e| {
+            SendError::Refused {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                error: format!("cannot encode the batch: {e}"),
+            }
+        })?;
+        let count = records.len() as i32;
+        // Sequences wrap at i32::MAX, as the protocol says.
+        self.next_sequence = base_sequence.wrapping_add(count);
+        self.unacked.push_back(Batch {
+            records: buffer.freeze(),
+            base_sequence,
+            count,
+            highest_id: records.iter().map(|r| r.id).max().unwrap_or_default(),
+            acked: false,
+        });
+        Ok(())
+    }
+
+    /// Sends `unacked[index]` and puts its answer in line behind those already in flight.
+    async fn transmit(&mut self, connection: &Arc<Connection>, index: usize) {
+        let batch = &self.unacked[index];
+        let sequence = batch.base_sequence;
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(ACK_TIMEOUT_MS)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(self.topic.clone())))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(self.partition)
+                            .with_records(Some(batch.records.clone())),
+                    ]),
+            ]);
+        let pending: Result<Pending<ProduceRequest>, WireError> =
+            connection.send(request, PRODUCE_VERSIONS).await;
+        self.in_flight.push_back(Box::pin(async move {
+            match pending {
+                Ok(pending) => (sequence, pending.response().await),
+                Err(e) => (sequence, Err(e)),
+            }
+        }));
+    }
+
+    /// Takes the answer for the batch starting at `sequence`.
+    fn settle(
+        &mut self,
+        sequence: i32,
+        answer: Result<ProduceResponse, WireError>,
+    ) -> Result<(), SendError> {
+        let code = match answer {
+            Ok(response) => partition_error(&response, &self.topic, self.partition),
+            Err(e) => {
+                self.fail(e.to_string(), true);
+                return Ok(());
+            }
+        };
+        match code.err() {
+            // Already written by an earlier try whose answer was lost: that is success.
+            None | Some(ResponseError::DuplicateSequenceNumber) => self.acknowledge(sequence),
+            // Behind a failed batch, later ones are out of order by construction.
+            Some(ResponseError::OutOfOrderSequenceNumber) if self.failed.is_some() => {}
+            Some(ResponseError::OutOfOrderSequenceNumber) => {
+                return Err(SendError::OutOfOrder {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    sequence,
+                });
+            }
+            Some(ResponseError::UnknownProducerId) => {
+                return Err(SendError::ProducerIdLost {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                });
+            }
+            Some(error) if error.is_retriable() => {
+                let reconnect = matches!(
+                    error,
+                    ResponseError::NotLeaderOrFollower
+                        | ResponseError::LeaderNotAvailable
+                        | ResponseError::UnknownTopicOrPartition
+                );
+                self.fail(describe(code), reconnect);
+            }
+            Some(_) => {
+                return Err(SendError::Refused {
+                    topic: self.topic.clone(),
+                    partition: self.partition,
+                    error: describe(code),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, sequence: i32) {
+        if let Some(batch) = self
+            .unacked
+            .iter_mut()
+            .find(|b| b.base_sequence == sequence)
+        {
+            batch.acked = true;
+        }
+        while self.unacked.front().is_some_and(|b| b.acked) {
+            let Some(batch) = self.unacked.pop_front() else {
+                break;
+            };
+            self.acked
+                .records
+                .fetch_add(batch.count as u64, Ordering::Relaxed);
+            self.acked
+                .highest_id
+                .fetch_max(batch.highest_id, Ordering::Relaxed);
+            if self.failures > 0 && self.acked.outage.swap(false, Ordering::Relaxed) {
+                info!("partition {}: writing again", self.partition);
+            }
+            self.failures = 0;
+            self.backoff.reset();
+        }
+    }
+
+    fn fail(&mut self, reason: String, reconnect: bool) {
+        match &mut self.failed {
+            Some(failure) => failure.reconnect |= reconnect,
+            None => self.failed = Some(Failure { reason, reconnect }),
+        }
+    }
+
+    /// After a failed round, once nothing is in flight: wait, reconnect if needed, and let
+    /// `pump` resend every unacknowledged batch in order.
+    async fn recover(&mut self) -> Result<(), SendError> {
+        let Some(failure) = self.failed.take() else {
+            return Ok(());
+        };
+        self.failures += 1;
+        if self.failures >= MAX_TRIES {
+            return Err(SendError::GaveUp {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                tries: self.failures,
+                last: failure.reason,
+            });
+        }
+        if !self.acked.outage.swap(true, Ordering::Relaxed) {
+            warn!(
+                "partition {}: {}; retrying with backoff (up to {MAX_TRIES} tries)",
+                self.partition, failure.reason
+            );
+        } else {
+            debug!("partition {}: {}", self.partition, failure.reason);
+        }
+        if failure.reconnect {
+            self.connection = None;
+        }
+        tokio::time::sleep(self.backoff.next_delay()).await;
+        Ok(())
+    }
+}
+
+fn partition_error(response: &ProduceResponse, topic: &str, partition: i32) -> i16 {
+    response
+        .responses
+        .iter()
+        .filter(|t| t.name.0.as_str() == topic)
+        .flat_map(|t| &t.partition_responses)
+        .find(|p| p.index == partition)
+        .map_or(ResponseError::UnknownTopicOrPartition.code(), |p| {
+            p.error_code
+        })
+}
+
+/// The address of `partition`'s leader, from the first bootstrap broker that answers.
+async fn leader_of(bootstrap: &[String], topic: &str, partition: i32) -> Result<String, SendError> {
+    let no_leader = |reason: String| SendError::NoLeader {
+        topic: topic.into(),
+        partition,
+        reason,
+    };
+    let mut reason = String::from("no broker address");
+    for address in bootstrap {
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
+        ]));
+        let response = match Connection::open(address).await {
+            Ok(connection) => connection.request(request, METADATA_VERSIONS).await,
+            Err(e) => Err(e),
+        };
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                reason = e.to_string();
+                continue;
+            }
+        };
+        let leader = response
+            .topics
+            .iter()
+            .filter(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition_index == partition && p.error_code.is_ok())
+            .map(|p| p.leader_id);
+        let broker = leader.and_then(|id| response.brokers.iter().find(|b| b.node_id == id));
+        match broker {
+            Some(b) => return Ok(format!("{}:{}", b.host.as_str(), b.port)),
+            None => reason = format!("{address} names no live leader"),
+        }
+    }
+    Err(no_leader(reason))
+}
