@@ -9,63 +9,16 @@ use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
+use support::topic::{all_dates, consecutive};
 use support::{Broker, folder_bytes, kill, run_err, run_ok, runtime, wait_for};
 use time::macros::date;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile};
-use weather_stream::kafka::Cluster;
 use weather_stream::kafka::partitioner::partition_for;
 use weather_stream::report::month_name;
-use weather_stream::stats::DayReading;
 use weather_stream::weather::Weather;
 
 const GUARD: Duration = Duration::from_secs(120);
-
-/// Every report in the topic, per partition in offset order.
-fn topic_days(cluster: &Cluster) -> BTreeMap<i32, Vec<DayReading>> {
-    runtime().block_on(async {
-        let count = cluster.require_topic("temperatures").await.unwrap();
-        let mut days = BTreeMap::new();
-        for id in 0..count {
-            let partition = cluster.partition("temperatures", id).await.unwrap();
-            let (mut offset, end) = partition.offsets().await.unwrap();
-            let mut readings = Vec::new();
-            while offset < end {
-                let fetched = partition
-                    .fetch(offset, 1 << 20, Duration::from_millis(100))
-                    .await
-                    .unwrap();
-                for r in &fetched.records {
-                    if let Ok(day) =
-                        DayReading::from_record(r.record.key.as_deref(), r.record.value.as_deref())
-                    {
-                        readings.push(day);
-                    }
-                    offset = r.offset + 1;
-                }
-            }
-            days.insert(id, readings);
-        }
-        days
-    })
-}
-
-/// All dates in the topic, sorted, with duplicates kept.
-fn all_dates(cluster: &Cluster) -> Vec<Date> {
-    let mut dates: Vec<Date> = topic_days(cluster)
-        .into_values()
-        .flatten()
-        .map(|d| d.date)
-        .collect();
-    dates.sort();
-    dates
-}
-
-fn consecutive(from: Date, days: usize) -> Vec<Date> {
-    std::iter::successors(Some(from), |d| d.next_day())
-        .take(days)
-        .collect()
-}
 
 fn merged_checkpoints(dir: &Path) -> Vec<Checkpoint> {
     checkpoint::load_all(dir).expect("partition files load")

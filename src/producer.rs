@@ -328,8 +328,11 @@ async fn read_range(
     let mut records = Vec::new();
     let mut offset = from;
     while offset < to {
+        // Ask for about what the window holds: a whole megabyte per look makes a resume on a
+        // long topic slow to start.
+        let max_bytes = ((to - offset) * 128).clamp(4096, 1 << 20) as i32;
         let fetched = partition
-            .fetch(offset, 1 << 20, Duration::from_millis(100))
+            .fetch(offset, max_bytes, Duration::from_millis(100))
             .await?;
         let Some(next) = fetched.records.last().map(|r| r.offset + 1) else {
             break;

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+pub mod proxy;
+pub mod topic;
 use weather_stream::kafka::Cluster;
 use weather_stream::shutdown::Shutdown;
 
@@ -40,16 +43,25 @@ pub struct Broker {
     child: Option<Child>,
     dir: TempDir,
     pub port: u16,
+    /// The port the broker tells clients to use: its own, or a proxy's in front of it.
+    advertised: u16,
 }
 
 impl Broker {
     pub fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("temporary folder for the broker");
         let port = free_port();
+        Self::start_advertising(port, port)
+    }
+
+    /// A broker on `port` that sends clients to `advertised` (a proxy) for every request
+    /// after the first.
+    pub fn start_advertising(port: u16, advertised: u16) -> Broker {
+        let dir = tempfile::tempdir().expect("temporary folder for the broker");
         let mut broker = Broker {
             child: None,
             dir,
             port,
+            advertised,
         };
         broker.launch();
         broker
@@ -66,6 +78,7 @@ impl Broker {
             .open(self.dir.path().join("tansu.log"))
             .expect("broker log file");
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         // Tansu 0.6.0 mangles absolute SQLite paths, so it runs from its data folder.
         let child = Command::new(tansu_binary())
             .args([
@@ -73,7 +86,7 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "sqlite://./tansu.db"])
             .current_dir(self.dir.path())

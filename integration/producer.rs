@@ -1,0 +1,129 @@
+//! The idempotent producer under faults, checked against the topic itself.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::proxy::FaultProxy;
+use support::topic::{all_dates, consecutive, topic_days};
+use support::{Broker, free_port, kill, run_ok};
+use time::macros::date;
+use weather_stream::kafka::partitioner::partition_for;
+use weather_stream::report::month_name;
+use weather_stream::weather::Weather;
+
+/// The topic holds each of `days` days from 2000-01-01 once, on its month's partition,
+/// with the generator's value.
+fn assert_exactly_once(broker: &Broker, days: usize) {
+    let cluster = broker.cluster();
+    let dates = all_dates(&cluster);
+    let twice: Vec<_> = dates
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} days twice, the first {:?}",
+        twice.len(),
+        twice.first()
+    );
+    let held: BTreeSet<_> = dates.iter().copied().collect();
+    let expected = consecutive(date!(2000 - 01 - 01), days);
+    let missing: Vec<_> = expected.iter().filter(|d| !held.contains(d)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} days missing, the first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(dates, expected);
+    let weather = Weather::new(1);
+    for (partition, readings) in topic_days(&cluster) {
+        for reading in readings {
+            let key = month_name(reading.date.month());
+            assert_eq!(partition_for(key.as_bytes(), 4), partition, "{reading:?}");
+            assert_eq!(reading.degrees, weather.degrees(reading.date));
+        }
+    }
+}
+
+#[test]
+fn cut_connections_and_lost_answers_leave_every_day_exactly_once() {
+    let (broker_port, proxy_port) = (free_port(), free_port());
+    let broker = Broker::start_advertising(broker_port, proxy_port);
+    let seed = fastrand::u64(..);
+    println!("fault seed {seed}");
+    let proxy = FaultProxy::start(proxy_port, broker_port, 0.08, 30, seed);
+
+    let days = 1500;
+    let output = run_ok(
+        broker
+            .weather()
+            .env("KAFKA_BROKERS", proxy.address())
+            .args([
+                "produce",
+                "--reset",
+                "--count",
+                &days.to_string(),
+                "--delay-ms",
+                "1",
+            ]),
+    );
+    let (before, after) = proxy.counts();
+    println!("cut before the broker: {before}, after the write: {after}");
+    // Many faults of both kinds in one run, or the test proves little.
+    assert!(
+        before >= 5 && after >= 5,
+        "too few faults: {before} + {after}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("retrying"), "{stderr}");
+    assert_exactly_once(&broker, days);
+}
+
+#[test]
+fn a_producer_killed_at_random_moments_resumes_without_gaps_or_doubles() {
+    let broker = Broker::start();
+    let seed = fastrand::u64(..);
+    println!("kill seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--reset", "--count", "1", "--delay-ms", "0"]),
+    );
+    for _ in 0..8 {
+        let mut producer = broker
+            .weather()
+            .args(["produce", "--count", "1000000", "--delay-ms", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the producer");
+        std::thread::sleep(Duration::from_millis(rng.u64(200..1500)));
+        kill(&mut producer);
+    }
+    // Partitions stop at different dates when the producer dies: each keeps its own batches
+    // in flight. A restart fills each from its own last day, so after enough days every
+    // date up to the furthest one is there once.
+    let cluster = broker.cluster();
+    let held: BTreeSet<_> = all_dates(&cluster).into_iter().collect();
+    let furthest = *held.last().expect("the killed producers wrote days");
+    let lagging = consecutive(date!(2000 - 01 - 01), 1_000_000)
+        .into_iter()
+        .take_while(|d| *d <= furthest)
+        .filter(|d| !held.contains(d))
+        .count();
+    println!("furthest day {furthest}, {lagging} days behind it to fill");
+    let count = lagging + 100;
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", &count.to_string(), "--delay-ms", "0"]),
+    );
+    let days = held.len() + count;
+    assert_exactly_once(&broker, days);
+}

@@ -1,0 +1,56 @@
+//! Reading the topic itself, the way a skeptic checks what the programs claim.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use time::Date;
+use weather_stream::kafka::Cluster;
+use weather_stream::stats::DayReading;
+
+use super::runtime;
+
+/// Every report in the topic, per partition in offset order.
+pub fn topic_days(cluster: &Cluster) -> BTreeMap<i32, Vec<DayReading>> {
+    runtime().block_on(async {
+        let count = cluster.require_topic("temperatures").await.unwrap();
+        let mut days = BTreeMap::new();
+        for id in 0..count {
+            let partition = cluster.partition("temperatures", id).await.unwrap();
+            let (mut offset, end) = partition.offsets().await.unwrap();
+            let mut readings = Vec::new();
+            while offset < end {
+                let fetched = partition
+                    .fetch(offset, 1 << 20, Duration::from_millis(100))
+                    .await
+                    .unwrap();
+                for r in &fetched.records {
+                    if let Ok(day) =
+                        DayReading::from_record(r.record.key.as_deref(), r.record.value.as_deref())
+                    {
+                        readings.push(day);
+                    }
+                    offset = r.offset + 1;
+                }
+            }
+            days.insert(id, readings);
+        }
+        days
+    })
+}
+
+/// All dates in the topic, sorted, with duplicates kept.
+pub fn all_dates(cluster: &Cluster) -> Vec<Date> {
+    let mut dates: Vec<Date> = topic_days(cluster)
+        .into_values()
+        .flatten()
+        .map(|d| d.date)
+        .collect();
+    dates.sort();
+    dates
+}
+
+pub fn consecutive(from: Date, days: usize) -> Vec<Date> {
+    std::iter::successors(Some(from), |d| d.next_day())
+        .take(days)
+        .collect()
+}
