@@ -8,7 +8,7 @@ P ?= 0,1,2,3
 ARGS ?=
 WEATHER := target/release/weather
 
-.PHONY: help build install up down produce consume plot verify demo test lint clean
+.PHONY: help build install up down produce consume plot verify demo test bench lint clean
 
 help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
@@ -19,6 +19,7 @@ help:
 	@echo "make verify            check state/ against the topic"
 	@echo "make plot              draw month.svg from state/"
 	@echo "make install           put the weather binary on your PATH (cargo install)"
+	@echo "make bench             throughput, latency and memory next to librdkafka and kafka-python"
 	@echo "make lint              cargo fmt --check and clippy -D warnings"
 
 build:
@@ -52,6 +53,11 @@ demo:
 test:
 	@scripts/broker.sh install
 	cargo test --all-targets
+
+# A broker of its own on a free port; peers from a virtualenv it makes in .bench/.
+bench: build
+	@scripts/broker.sh install
+	@scripts/bench.sh
 
 lint:
 	cargo fmt --all -- --check

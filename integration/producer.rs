@@ -127,3 +127,36 @@ fn a_producer_killed_at_random_moments_resumes_without_gaps_or_doubles() {
     let days = held.len() + count;
     assert_exactly_once(&broker, days);
 }
+
+#[test]
+fn progress_is_a_live_line_on_a_terminal_and_log_lines_otherwise() {
+    let broker = Broker::start();
+    // `script` runs the producer on a pseudo-terminal; its stderr is then a terminal.
+    let command = format!(
+        "{} produce --reset --count 40 --delay-ms 50",
+        env!("CARGO_BIN_EXE_weather")
+    );
+    let output = run_ok(
+        std::process::Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .env("KAFKA_BROKERS", broker.address())
+            .env_remove("RUST_LOG"),
+    );
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    let redraws = terminal.matches("\r\x1b[2Ksent ").count();
+    assert!(redraws >= 3, "no live status line: {terminal:?}");
+    assert!(terminal.contains("days/s"), "{terminal:?}");
+
+    // Into a pipe: no control characters, only whole log lines.
+    let output = run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "40", "--delay-ms", "0"]),
+    );
+    let piped = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !piped.contains('\x1b') && !piped.contains('\r'),
+        "{piped:?}"
+    );
+    assert!(piped.contains("sent 40 days"), "{piped}");
+}

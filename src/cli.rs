@@ -108,6 +108,11 @@ pub struct ConsumeArgs {
     /// Set the partitions' state files aside (as .bak) and count from the earliest offset
     #[arg(long)]
     pub reset_state: bool,
+    /// Longest a fetch waits at the end of a partition for new records. Tansu 0.6.0 waits
+    /// this long even when records arrive sooner, so it bounds the end-to-end latency
+    #[arg(long, default_value_t = 10, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub fetch_wait_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +199,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 state_dir: args.state.state_dir,
                 until_caught_up: args.until_caught_up,
                 reset_state: args.reset_state,
+                fetch_wait: Duration::from_millis(args.fetch_wait_ms),
             };
             let cluster = connect().await?;
             consumer::run(&cluster, &options, &shutdown).await?;

@@ -23,7 +23,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Checkpoint saves run on blocking threads; a few are enough, and each thread's malloc
+    // arena costs resident memory.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -331,9 +331,7 @@ async fn read_range(
         // Ask for about what the window holds: a whole megabyte per look makes a resume on a
         // long topic slow to start.
         let max_bytes = ((to - offset) * 128).clamp(4096, 1 << 20) as i32;
-        let fetched = partition
-            .fetch(offset, max_bytes, Duration::from_millis(100))
-            .await?;
+        let fetched = partition.fetch(offset, max_bytes, Duration::ZERO).await?;
         let Some(next) = fetched.records.last().map(|r| r.offset + 1) else {
             break;
         };

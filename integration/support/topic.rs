@@ -20,7 +20,7 @@ pub fn topic_days(cluster: &Cluster) -> BTreeMap<i32, Vec<DayReading>> {
             let mut readings = Vec::new();
             while offset < end {
                 let fetched = partition
-                    .fetch(offset, 1 << 20, Duration::from_millis(100))
+                    .fetch(offset, 1 << 20, Duration::ZERO)
                     .await
                     .unwrap();
                 for r in &fetched.records {

@@ -43,8 +43,9 @@ use super::wire::{Connection, Pending, WireError};
 /// Batches a partition may have sent and not yet seen answered; Kafka keeps the last five
 /// batches of each producer to recognise duplicates, so more would lose that guarantee.
 pub const MAX_IN_FLIGHT: usize = 5;
-/// Tries of one batch (or one connection attempt) before the producer gives up.
-pub const MAX_TRIES: u32 = 10;
+/// Retries of one batch (or one connection attempt) before the producer gives up; with the
+/// backoff's curve that rides out about half a minute of broker outage.
+pub const MAX_RETRIES: u32 = 10;
 
 /// Version 3 is the first with record batches v2, which carry producer ids; 12 and 13 name
 /// topics by id only.
@@ -352,6 +353,9 @@ impl PartitionSender {
                 _ = tokio::time::sleep_until(linger_until), if may_seal => {
                     // `pump` at the top of the loop seals it now that it is due.
                 }
+                // Nothing to wait for: a failed round with nothing in flight, which the top
+                // of the loop recovers from.
+                else => {}
             }
         }
     }
@@ -578,7 +582,7 @@ impl PartitionSender {
             return Ok(());
         };
         self.failures += 1;
-        if self.failures >= MAX_TRIES {
+        if self.failures > MAX_RETRIES {
             return Err(SendError::GaveUp {
                 topic: self.topic.clone(),
                 partition: self.partition,
@@ -588,7 +592,7 @@ impl PartitionSender {
         }
         if !self.acked.outage.swap(true, Ordering::Relaxed) {
             warn!(
-                "partition {}: {}; retrying with backoff (up to {MAX_TRIES} tries)",
+                "partition {}: {}; retrying with backoff (up to {MAX_RETRIES} times)",
                 self.partition, failure.reason
             );
         } else {
