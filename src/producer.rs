@@ -288,14 +288,17 @@ async fn edge_date(
             Edge::First => (low, (low + window).min(high)),
             Edge::Last => ((high - window).max(low), high),
         };
-        let dates = read_range(partition, from, to)
-            .await?
-            .into_iter()
-            .filter_map(|r| {
-                DayReading::from_record(r.record.key.as_deref(), r.record.value.as_deref())
-                    .ok()
-                    .map(|reading| reading.date)
-            });
+        let mut dates = Vec::new();
+        partition
+            .scan(from, to, |r| {
+                if let Ok(reading) =
+                    DayReading::from_record(r.record.key.as_deref(), r.record.value.as_deref())
+                {
+                    dates.push(reading.date);
+                }
+            })
+            .await?;
+        let dates = dates.into_iter();
         let found = match edge {
             Edge::First => dates.min(),
             Edge::Last => dates.max(),
@@ -317,26 +320,4 @@ async fn edge_date(
         );
     }
     Ok(None)
-}
-
-/// Every record in `from..to`.
-async fn read_range(
-    partition: &Partition,
-    from: i64,
-    to: i64,
-) -> Result<Vec<rskafka::record::RecordAndOffset>, KafkaError> {
-    let mut records = Vec::new();
-    let mut offset = from;
-    while offset < to {
-        // Ask for about what the window holds: a whole megabyte per look makes a resume on a
-        // long topic slow to start.
-        let max_bytes = ((to - offset) * 128).clamp(4096, 1 << 20) as i32;
-        let fetched = partition.fetch(offset, max_bytes, Duration::ZERO).await?;
-        let Some(next) = fetched.records.last().map(|r| r.offset + 1) else {
-            break;
-        };
-        records.extend(fetched.records.into_iter().filter(|r| r.offset < to));
-        offset = next;
-    }
-    Ok(records)
 }

@@ -5,10 +5,8 @@
 //! counted a day twice, missed one, or moved its offset without its statistics shows up.
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::checkpoint::{CheckpointError, partition_files};
-use crate::consumer::FETCH_BYTES;
 use crate::kafka::{Cluster, KafkaError, Partition};
 use crate::stats::PartitionStats;
 
@@ -111,17 +109,10 @@ pub async fn run(
 /// The statistics of every record before `until`, computed from scratch.
 async fn recompute(partition: &Partition, until: i64) -> Result<PartitionStats, KafkaError> {
     let mut stats = PartitionStats::default();
-    let mut offset = 0;
-    while offset < until {
-        // All of it is there already, so no waiting (Tansu 0.6.0 sleeps out any wait given).
-        let fetched = partition.fetch(offset, FETCH_BYTES, Duration::ZERO).await?;
-        let Some(last) = fetched.records.last().map(|r| r.offset) else {
-            break;
-        };
-        for record in fetched.records.iter().filter(|r| r.offset < until) {
+    partition
+        .scan(0, until, |record| {
             stats.apply(record.record.key.as_deref(), record.record.value.as_deref());
-        }
-        offset = last + 1;
-    }
+        })
+        .await?;
     Ok(stats)
 }

@@ -1,7 +1,6 @@
 //! Reading the topic itself, the way a skeptic checks what the programs claim.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use time::Date;
 use weather_stream::kafka::Cluster;
@@ -16,22 +15,18 @@ pub fn topic_days(cluster: &Cluster) -> BTreeMap<i32, Vec<DayReading>> {
         let mut days = BTreeMap::new();
         for id in 0..count {
             let partition = cluster.partition("temperatures", id).await.unwrap();
-            let (mut offset, end) = partition.offsets().await.unwrap();
+            let (earliest, end) = partition.offsets().await.unwrap();
             let mut readings = Vec::new();
-            while offset < end {
-                let fetched = partition
-                    .fetch(offset, 1 << 20, Duration::ZERO)
-                    .await
-                    .unwrap();
-                for r in &fetched.records {
+            partition
+                .scan(earliest, end, |r| {
                     if let Ok(day) =
                         DayReading::from_record(r.record.key.as_deref(), r.record.value.as_deref())
                     {
                         readings.push(day);
                     }
-                    offset = r.offset + 1;
-                }
-            }
+                })
+                .await
+                .unwrap();
             days.insert(id, readings);
         }
         days
