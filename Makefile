@@ -5,6 +5,9 @@ KAFKA_PORT ?= 9092
 KAFKA_BROKERS ?= 127.0.0.1:$(KAFKA_PORT)
 export KAFKA_PORT KAFKA_BROKERS
 P ?= 0,1,2,3
+# embedded: Tansu (scripts/broker.sh); docker or cluster: Apache Kafka in Docker (scripts/docker.sh)
+BROKER ?= embedded
+BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,scripts/docker.sh $(BROKER))
 ARGS ?=
 WEATHER := target/release/weather
 
@@ -14,6 +17,7 @@ help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
 	@echo "make test              every test (installs the broker first if missing)"
 	@echo "make up / make down    start / stop the embedded broker (Tansu) on 127.0.0.1:$(KAFKA_PORT)"
+	@echo "make up BROKER=docker  Apache Kafka in Docker instead (BROKER=cluster: three brokers)"
 	@echo "make produce           publish one report a day (ARGS='--count 3650 --delay-ms 0 --reset')"
 	@echo "make consume P=0,2     keep statistics for partitions 0 and 2 in state/"
 	@echo "make verify            check state/ against the topic"
@@ -29,10 +33,10 @@ install:
 	cargo install --path . --locked
 
 up:
-	@scripts/broker.sh up
+	@$(BROKER_SCRIPT) up
 
 down:
-	@scripts/broker.sh down
+	@$(BROKER_SCRIPT) down
 
 produce: build
 	$(WEATHER) produce $(ARGS)
