@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, PartitionFile};
 use crate::kafka::backoff::Backoff;
+use crate::kafka::group::{self, GroupError, GroupOptions};
 use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
 use crate::shutdown::Shutdown;
 use crate::stats::Outcome;
@@ -19,7 +20,7 @@ use crate::stats::Outcome;
 /// Upper bound on one fetch's size; a batch is also one checkpoint write.
 pub const FETCH_BYTES: i32 = 4 << 20;
 /// How long a fetch waits at the end of the partition for new records.
-const FETCH_WAIT: Duration = Duration::from_millis(500);
+pub const FETCH_WAIT: Duration = Duration::from_millis(500);
 /// Warnings about skipped records per partition before they are only counted.
 const SKIP_WARNINGS: u64 = 10;
 /// Consecutive failed fetches tolerated by `--until-caught-up` before it gives up.
@@ -41,6 +42,8 @@ pub enum ConsumeError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
     #[error("partition {partition} does not exist: topic {topic:?} has partitions 0 to {}", .count - 1)]
     NoSuchPartition {
         topic: String,
@@ -86,7 +89,7 @@ pub async fn run(
     options: &ConsumeOptions,
     shutdown: &Shutdown,
 ) -> Result<Vec<PartitionSummary>, ConsumeError> {
-    let count = cluster.require_topic(&options.topic).await?;
+    let count = prepare(cluster, options).await?;
     if let Some(&partition) = options.partitions.iter().find(|p| **p >= count) {
         return Err(ConsumeError::NoSuchPartition {
             topic: options.topic.clone(),
@@ -94,27 +97,66 @@ pub async fn run(
             count,
         });
     }
+    // Check every partition before reading any, so a bad file stops the run at once.
+    let mut assigned = Vec::new();
+    for &id in &options.partitions {
+        assigned.push(open_partition(cluster, options, id, options.reset_state).await?);
+    }
+    let runs = assigned
+        .into_iter()
+        .map(|(partition, file, checkpoint, end)| {
+            let target = options.until_caught_up.then_some(end);
+            consume_partition(partition, file, checkpoint, target, shutdown)
+        });
+    futures::future::try_join_all(runs).await
+}
+
+/// `weather consume --group`: the same per-partition loop on the partitions the group assigns.
+/// A partition is loaded from its file when received, and its loop has saved its last batch
+/// before the partition is given up, so the files stay exact across rebalances.
+pub async fn run_group(
+    cluster: &Cluster,
+    options: &ConsumeOptions,
+    group: &GroupOptions,
+    shutdown: &Shutdown,
+) -> Result<(), ConsumeError> {
+    prepare(cluster, options).await?;
+    group::run(cluster, group, shutdown, async |generation| {
+        let mut assigned = Vec::new();
+        for &id in &generation.partitions {
+            assigned.push(open_partition(cluster, options, id, false).await?);
+        }
+        let runs = assigned
+            .into_iter()
+            .map(|(partition, file, checkpoint, _)| {
+                consume_partition(partition, file, checkpoint, None, &generation.stop)
+            });
+        futures::future::try_join_all(runs).await.map(drop)
+    })
+    .await
+}
+
+/// Checks the topic exists and makes the state folder; returns the partition count.
+async fn prepare(cluster: &Cluster, options: &ConsumeOptions) -> Result<i32, ConsumeError> {
+    let count = cluster.require_topic(&options.topic).await?;
     std::fs::create_dir_all(&options.state_dir).map_err(|source| ConsumeError::StateDir {
         path: options.state_dir.clone(),
         source,
     })?;
+    Ok(count)
+}
 
-    // Check every partition before reading any, so a bad file stops the run at once.
-    let mut assigned = Vec::new();
-    for &id in &options.partitions {
-        let partition = cluster.partition(&options.topic, id).await?;
-        let file = PartitionFile::new(&options.state_dir, id);
-        let (checkpoint, end) = starting_point(&partition, &file, options.reset_state).await?;
-        let target = options.until_caught_up.then_some(end);
-        assigned.push((partition, file, checkpoint, target));
-    }
-
-    let runs = assigned
-        .into_iter()
-        .map(|(partition, file, checkpoint, target)| {
-            consume_partition(partition, file, checkpoint, target, shutdown)
-        });
-    futures::future::try_join_all(runs).await
+/// One partition ready to read: its handle, its file, where it starts and where it ends now.
+async fn open_partition(
+    cluster: &Cluster,
+    options: &ConsumeOptions,
+    id: i32,
+    reset: bool,
+) -> Result<(Partition, PartitionFile, Checkpoint, i64), ConsumeError> {
+    let partition = cluster.partition(&options.topic, id).await?;
+    let file = PartitionFile::new(&options.state_dir, id);
+    let (checkpoint, end) = starting_point(&partition, &file, reset).await?;
+    Ok((partition, file, checkpoint, end))
 }
 
 /// Where a partition starts: its file, or the earliest offset; and where it ends now.

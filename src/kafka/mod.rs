@@ -3,7 +3,9 @@
 //! rskafka does what it supports (metadata, topic admin, per-partition produce, fetch and
 //! list offsets). Retries go through `backoff`; partitioning through `partitioner`.
 
+pub mod assignor;
 pub mod backoff;
+pub mod group;
 pub mod partitioner;
 pub mod wire;
 
