@@ -8,13 +8,14 @@ P ?= 0,1,2,3
 ARGS ?=
 WEATHER := target/release/weather
 
-.PHONY: help build install up down produce consume plot verify demo test lint clean
+.PHONY: help build install up down produce debug consume plot verify demo test lint clean
 
 help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
 	@echo "make test              every test (installs the broker first if missing)"
 	@echo "make up / make down    start / stop the embedded broker (Tansu) on 127.0.0.1:$(KAFKA_PORT)"
 	@echo "make produce           publish one report a day (ARGS='--count 3650 --delay-ms 0 --reset')"
+	@echo "make debug             print what arrives, as group 'debug' (ARGS='--from-beginning')"
 	@echo "make consume P=0,2     keep statistics for partitions 0 and 2 in state/"
 	@echo "make verify            check state/ against the topic"
 	@echo "make plot              draw month.svg from state/"
@@ -35,6 +36,9 @@ down:
 
 produce: build
 	$(WEATHER) produce $(ARGS)
+
+debug: build
+	$(WEATHER) debug $(ARGS)
 
 consume: build
 	$(WEATHER) consume $(P) $(ARGS)

@@ -274,6 +274,7 @@ impl Member {
         let metadata = assignor::encode_subscription(std::slice::from_ref(&self.options.topic))
             .map_err(|reason| self.protocol("encoding our subscription", reason))?;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let held = self.generation;
         for _ in 0..JOIN_ATTEMPTS {
             let request = JoinGroupRequest::default()
                 .with_group_id(StrBytes::from_string(group.clone()).into())
@@ -338,6 +339,15 @@ impl Member {
                 .with_assignments(assignments);
             let synced = self.connection.request(request, SYNC_GROUP).await?;
             match ResponseError::try_from_code(synced.error_code) {
+                // A rebalance always makes a new generation. Tansu 0.6.0 can answer a rebalance
+                // with the old one and the old assignment, where a dead member's partitions are
+                // handed to no one: start again as a new member, which makes a new generation.
+                None if held >= 0 && self.generation == held => {
+                    warn!(
+                        "group {group}: the coordinator kept generation {held} through a rebalance; rejoining as a new member"
+                    );
+                    self.leave().await;
+                }
                 None => {
                     let topics = assignor::decode_assignment(synced.assignment)
                         .map_err(|reason| self.protocol("decoding our assignment", reason))?;
@@ -542,6 +552,7 @@ impl Member {
             Err(e) => warn!("group {}: leaving: {e}", self.options.group),
         }
         self.member_id.clear();
+        self.generation = -1;
     }
 
     fn protocol(&self, what: &str, reason: String) -> GroupError {
