@@ -363,3 +363,31 @@ fn a_partition_list_and_a_group_do_not_mix() {
     assert!(stderr.contains("--group"), "{stderr}");
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
+
+#[test]
+fn a_debug_member_carries_on_through_a_broker_restart() {
+    let mut broker = Broker::start();
+    produce(&broker, 10, true);
+    let member = debug_member(&broker, &[]);
+    wait_seeing("the member to be assigned", &[&member], || {
+        member.assigned() == Some(all_four())
+    });
+    produce(&broker, 5, false);
+    wait_seeing("five lines", &[&member], || member.lines().len() >= 5);
+
+    broker.restart();
+    produce(&broker, 5, false);
+    let expected = days(10, 10);
+    wait_seeing(
+        "the days from before and after the restart",
+        &[&member],
+        || expected.is_subset(&dates(&member.lines()).into_iter().collect()),
+    );
+    // Its heartbeats noticed the lost connection and it found its coordinator again.
+    wait_seeing("the member to be back in its group", &[&member], || {
+        let log = member.log();
+        log.contains("finding the coordinator again")
+            && log.rfind("finding the coordinator again") < log.rfind("assigned partitions")
+    });
+    member.stop();
+}

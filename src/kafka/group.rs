@@ -68,6 +68,17 @@ pub enum GroupError {
     },
 }
 
+impl GroupError {
+    /// True when a new connection to the coordinator may succeed.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Wire(e) => e.is_transient(),
+            Self::Refused { error, .. } => coordinator_moved(*error),
+            _ => false,
+        }
+    }
+}
+
 /// Where the work has got to per partition: the offsets to commit.
 #[derive(Debug, Clone, Default)]
 pub struct Positions(Arc<Mutex<BTreeMap<i32, i64>>>);
@@ -118,19 +129,26 @@ pub async fn run<E: From<GroupError>>(
     mut work: impl AsyncFnMut(Generation) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut member = tokio::select! {
-        member = Member::connect(cluster, options) => member?,
+        connection = find_coordinator(cluster, options) => Member::new(connection?, options),
         _ = shutdown.requested() => return Ok(()),
     };
     loop {
         let joined = tokio::select! {
-            joined = member.join(cluster) => joined,
+            joined = member.join_and_fetch(cluster) => joined,
             _ = shutdown.requested() => {
                 member.leave().await;
                 return Ok(());
             }
         };
-        let partitions = match joined {
-            Ok(partitions) => partitions,
+        let (partitions, committed) = match joined {
+            Ok(joined) => joined,
+            Err(e) if e.is_transient() => {
+                tokio::select! {
+                    reconnected = member.reconnect(cluster, &e) => reconnected?,
+                    _ = shutdown.requested() => return Ok(()),
+                }
+                continue;
+            }
             Err(e) => {
                 member.leave().await;
                 return Err(e.into());
@@ -140,7 +158,6 @@ pub async fn run<E: From<GroupError>>(
             "group {}: generation {}, assigned partitions {partitions:?}",
             options.group, member.generation
         );
-        let committed = member.committed(&partitions).await?;
         let positions = Positions::default();
         let (trigger, stop) = Shutdown::new();
         let generation = Generation {
@@ -186,6 +203,12 @@ pub async fn run<E: From<GroupError>>(
                 member.leave().await;
                 return Err(e);
             }
+            (Ok(()), Ending::Failed(e)) if e.is_transient() => {
+                tokio::select! {
+                    reconnected = member.reconnect(cluster, &e) => reconnected?,
+                    _ = shutdown.requested() => return Ok(()),
+                }
+            }
             (Ok(()), Ending::Failed(e)) => {
                 member.leave().await;
                 return Err(e.into());
@@ -218,54 +241,39 @@ const HEARTBEAT: std::ops::RangeInclusive<i16> = 3..=4;
 const LEAVE_GROUP: std::ops::RangeInclusive<i16> = 3..=5;
 const OFFSET_FETCH: std::ops::RangeInclusive<i16> = 1..=7;
 const OFFSET_COMMIT: std::ops::RangeInclusive<i16> = 2..=8;
+/// Rounds over the bootstrap brokers before giving up on finding the coordinator (about a minute).
+const COORDINATOR_ATTEMPTS: u32 = 30;
 /// Join attempts before a member gives up on a group that never settles.
 const JOIN_ATTEMPTS: u32 = 50;
 
 impl Member {
-    /// Asks a bootstrap broker which broker coordinates the group, and connects to it.
-    async fn connect(cluster: &Cluster, options: &GroupOptions) -> Result<Self, GroupError> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let mut last = None;
-        for _ in 0..10 {
-            for address in cluster.brokers().split(',').map(str::trim) {
-                match Self::find_coordinator(address, options).await {
-                    Ok(connection) => {
-                        return Ok(Self {
-                            connection,
-                            options: options.clone(),
-                            member_id: String::new(),
-                            generation: -1,
-                        });
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            tokio::time::sleep(backoff.next_delay()).await;
+    fn new(connection: Connection, options: &GroupOptions) -> Self {
+        Self {
+            connection,
+            options: options.clone(),
+            member_id: String::new(),
+            generation: -1,
         }
-        Err(last.unwrap_or_else(|| GroupError::Protocol {
-            group: options.group.clone(),
-            what: "finding the coordinator".into(),
-            reason: "no broker address".into(),
-        }))
     }
 
-    async fn find_coordinator(
-        address: &str,
-        options: &GroupOptions,
-    ) -> Result<Connection, GroupError> {
-        let bootstrap = Connection::open(address).await?;
-        let request = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_string(options.group.clone()))
-            .with_key_type(0);
-        let response = bootstrap.request(request, FIND_COORDINATOR).await?;
-        refused(&options.group, "FindCoordinator", response.error_code)?;
-        let coordinator = format!("{}:{}", response.host, response.port);
-        debug!("group {}: coordinator is {coordinator}", options.group);
-        if coordinator == address {
-            Ok(bootstrap)
-        } else {
-            Ok(Connection::open(&coordinator).await?)
-        }
+    /// After a lost connection: finds the coordinator again, keeping the member id, so the
+    /// rejoin is a rebalance of the same member rather than a new one.
+    async fn reconnect(&mut self, cluster: &Cluster, cause: &GroupError) -> Result<(), GroupError> {
+        warn!(
+            "group {}: {cause}; finding the coordinator again",
+            self.options.group
+        );
+        self.connection = find_coordinator(cluster, &self.options).await?;
+        Ok(())
+    }
+
+    async fn join_and_fetch(
+        &mut self,
+        cluster: &Cluster,
+    ) -> Result<(Vec<i32>, BTreeMap<i32, i64>), GroupError> {
+        let partitions = self.join(cluster).await?;
+        let committed = self.committed(&partitions).await?;
+        Ok((partitions, committed))
     }
 
     /// Joins (or rejoins) and syncs until the group settles; returns this member's partitions.
@@ -303,7 +311,7 @@ impl Member {
                     self.member_id.clear();
                     continue;
                 }
-                Some(e) if e.is_retriable() || e == ResponseError::RebalanceInProgress => {
+                Some(e) if !coordinator_moved(e) && (e.is_retriable() || is_rebalance(e)) => {
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
@@ -355,7 +363,7 @@ impl Member {
                 }
                 Some(ResponseError::UnknownMemberId) => self.member_id.clear(),
                 // The leader has not handed out this generation yet, or a newer one began.
-                Some(e) if e.is_retriable() || is_rebalance(e) => {
+                Some(e) if !coordinator_moved(e) && (e.is_retriable() || is_rebalance(e)) => {
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Some(error) => {
@@ -437,7 +445,7 @@ impl Member {
                 Ok(false)
             }
             Some(e) if is_rebalance(e) => Ok(false),
-            Some(e) if e.is_retriable() => {
+            Some(e) if e.is_retriable() && !coordinator_moved(e) => {
                 warn!("group {}: heartbeat: {e}", self.options.group);
                 Ok(true)
             }
@@ -562,6 +570,65 @@ impl Member {
             reason,
         }
     }
+}
+
+/// Asks the bootstrap brokers which broker coordinates the group, and connects to it, trying
+/// for a while: a restarting broker refuses connections, then answers COORDINATOR_NOT_AVAILABLE.
+async fn find_coordinator(
+    cluster: &Cluster,
+    options: &GroupOptions,
+) -> Result<Connection, GroupError> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut attempt = 0;
+    loop {
+        let mut last = None;
+        for address in cluster.brokers().split(',').map(str::trim) {
+            match coordinator_via(address, options).await {
+                Ok(connection) => return Ok(connection),
+                Err(e) => last = Some(e),
+            }
+        }
+        attempt += 1;
+        match last {
+            Some(e) if e.is_transient() && attempt < COORDINATOR_ATTEMPTS => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Some(e) => return Err(e),
+            None => {
+                return Err(GroupError::Protocol {
+                    group: options.group.clone(),
+                    what: "finding the coordinator".into(),
+                    reason: "no broker address".into(),
+                });
+            }
+        }
+    }
+}
+
+async fn coordinator_via(address: &str, options: &GroupOptions) -> Result<Connection, GroupError> {
+    let bootstrap = Connection::open(address).await?;
+    let request = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(options.group.clone()))
+        .with_key_type(0);
+    let response = bootstrap.request(request, FIND_COORDINATOR).await?;
+    refused(&options.group, "FindCoordinator", response.error_code)?;
+    let coordinator = format!("{}:{}", response.host, response.port);
+    debug!("group {}: coordinator is {coordinator}", options.group);
+    if coordinator == address {
+        Ok(bootstrap)
+    } else {
+        Ok(Connection::open(&coordinator).await?)
+    }
+}
+
+/// Errors that mean: ask again which broker coordinates the group.
+fn coordinator_moved(error: ResponseError) -> bool {
+    matches!(
+        error,
+        ResponseError::NotCoordinator
+            | ResponseError::CoordinatorNotAvailable
+            | ResponseError::CoordinatorLoadInProgress
+    )
 }
 
 fn is_rebalance(error: ResponseError) -> bool {
