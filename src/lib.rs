@@ -14,7 +14,8 @@
 //!   that are not reports.
 //! - `checkpoint`: the partition files, and the only place files are written durably
 //!   (tmp, fsync, rename, fsync the folder).
-//! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat.
+//! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
+//!   partition, on a list given by hand or on what a consumer group assigns.
 //! - `debug`: `weather debug`, a consumer group member that prints what arrives.
 //! - `verify`: `weather verify`, which recomputes the files from the topic.
 //! - `plot`: the SVG chart of monthly averages.

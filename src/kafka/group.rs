@@ -180,6 +180,8 @@ pub async fn run<E: From<GroupError>>(
                     result = Some(done);
                     break Ending::WorkDone;
                 }
+                // The work waits while a beat is out: a millisecond on a live coordinator, and a
+                // dead one ends the generation anyway.
                 _ = ticker.tick() => {
                     member.commit(&positions, &mut last_committed).await;
                     match member.heartbeat().await {
