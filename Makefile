@@ -11,7 +11,7 @@ BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,scripts/dock
 ARGS ?=
 WEATHER := target/release/weather
 
-.PHONY: help build install up down produce consume plot verify demo test bench lint clean
+.PHONY: help build install up down produce debug consume plot verify demo test bench lint clean
 
 help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
@@ -19,6 +19,7 @@ help:
 	@echo "make up / make down    start / stop the embedded broker (Tansu) on 127.0.0.1:$(KAFKA_PORT)"
 	@echo "make up BROKER=docker  Apache Kafka in Docker instead (BROKER=cluster: three brokers)"
 	@echo "make produce           publish one report a day (ARGS='--count 3650 --delay-ms 0 --reset')"
+	@echo "make debug             print what arrives, as group 'debug' (ARGS='--from-beginning')"
 	@echo "make consume P=0,2     keep statistics for partitions 0 and 2 in state/"
 	@echo "make verify            check state/ against the topic"
 	@echo "make plot              draw month.svg from state/"
@@ -40,6 +41,9 @@ down:
 
 produce: build
 	$(WEATHER) produce $(ARGS)
+
+debug: build
+	$(WEATHER) debug $(ARGS)
 
 consume: build
 	$(WEATHER) consume $(P) $(ARGS)

@@ -10,6 +10,8 @@ use tracing::info;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::consumer::{self, ConsumeError, ConsumeOptions};
+use crate::debug::{self, DebugError, DebugOptions};
+use crate::kafka::group::GroupOptions;
 use crate::kafka::{Cluster, KafkaError};
 use crate::plot;
 use crate::producer::{self, ProduceError, ProduceOptions};
@@ -25,6 +27,7 @@ use crate::verify::{self, VerifyError};
     about = "Daily weather reports through Kafka, with exactly-once statistics",
     long_about = "Daily weather reports through Kafka, with exactly-once statistics.\n\n\
         produce  publishes one report a day to the topic\n\
+        debug    prints what arrives, as a member of a consumer group\n\
         consume  keeps per-partition statistics in state files, exactly once\n\
         verify   checks the state files against the topic\n\
         plot     draws month.svg from the state files"
@@ -61,7 +64,9 @@ pub struct Global {
 pub enum Command {
     /// Publish one weather report a day, keyed by month
     Produce(ProduceArgs),
-    /// Keep per-partition statistics for the listed partitions, exactly once
+    /// Print each report as it arrives, one JSON line, as a member of a consumer group
+    Debug(DebugArgs),
+    /// Keep per-partition statistics for the listed partitions (or a group's), exactly once
     Consume(ConsumeArgs),
     /// Recompute every partition file's statistics from the topic and compare
     Verify(StateArgs),
@@ -97,9 +102,14 @@ pub struct ProduceArgs {
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// Partitions to read, by number: `0 2` or `0,2`
-    #[arg(required = true, value_delimiter = ',', value_name = "PARTITION",
+    #[arg(required_unless_present = "group", value_delimiter = ',', value_name = "PARTITION",
           value_parser = clap::value_parser!(i32).range(0..))]
     pub partitions: Vec<i32>,
+    /// Let this consumer group assign the partitions instead of listing them
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["partitions", "until_caught_up", "reset_state"])]
+    pub group: Option<String>,
+    #[command(flatten)]
+    pub session: SessionArgs,
     #[command(flatten)]
     pub state: StateArgs,
     /// Exit once every partition reaches the end it had at start
@@ -110,9 +120,39 @@ pub struct ConsumeArgs {
     pub reset_state: bool,
     /// Longest a fetch waits at the end of a partition for new records. Tansu 0.6.0 waits
     /// this long even when records arrive sooner, so it bounds the end-to-end latency
-    #[arg(long, default_value_t = 10, value_name = "MS",
+    #[arg(long, default_value_t = consumer::FETCH_WAIT.as_millis() as u64, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub fetch_wait_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DebugArgs {
+    /// Consumer group to join
+    #[arg(long, default_value = "debug", value_name = "NAME")]
+    pub group: String,
+    /// Where the group has no committed offset, start at the earliest instead of the end
+    #[arg(long)]
+    pub from_beginning: bool,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// How long the group waits for a silent member before handing its partitions to others
+    #[arg(long, default_value_t = 10_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1_000..=300_000))]
+    pub session_timeout_ms: u64,
+}
+
+impl SessionArgs {
+    fn group(&self, group: &str, topic: &str) -> GroupOptions {
+        GroupOptions {
+            group: group.into(),
+            topic: topic.into(),
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +191,8 @@ pub enum CliError {
     #[error(transparent)]
     Consume(#[from] ConsumeError),
     #[error(transparent)]
+    Debug(#[from] DebugError),
+    #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -186,6 +228,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let cluster = connect().await?;
             producer::run(&cluster, &options, &shutdown).await?;
         }
+        Command::Debug(args) => {
+            let options = DebugOptions {
+                group: args.session.group(&args.group, &global.topic),
+                from_beginning: args.from_beginning,
+            };
+            let cluster = connect().await?;
+            debug::run(&cluster, &options, &shutdown).await?;
+        }
         Command::Consume(args) => {
             let mut seen = BTreeSet::new();
             if let Some(twice) = args.partitions.iter().find(|p| !seen.insert(**p)) {
@@ -202,7 +252,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 fetch_wait: Duration::from_millis(args.fetch_wait_ms),
             };
             let cluster = connect().await?;
-            consumer::run(&cluster, &options, &shutdown).await?;
+            match &args.group {
+                Some(group) => {
+                    let group = args.session.group(group, &global.topic);
+                    consumer::run_group(&cluster, &options, &group, &shutdown).await?;
+                }
+                None => {
+                    consumer::run(&cluster, &options, &shutdown).await?;
+                }
+            }
         }
         Command::Verify(args) => {
             let cluster = connect().await?;

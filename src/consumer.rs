@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, PartitionFile};
 use crate::kafka::backoff::Backoff;
+use crate::kafka::group::{self, GroupError, GroupOptions};
 use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
 use crate::shutdown::Shutdown;
 use crate::stats::Outcome;
@@ -20,6 +21,10 @@ use crate::stats::Outcome;
 /// catch up a little faster on Tansu but cost resident memory (four partitions at once):
 /// 192 KiB keeps `weather consume 0 1 2 3` near 12 MB (`make bench`).
 pub const FETCH_BYTES: i32 = 192 << 10;
+/// How long a fetch waits at the end of the partition for new records, by default. Tansu
+/// 0.6.0 sleeps out the whole wait even when records arrive sooner, so this bounds the
+/// end-to-end latency; on Apache Kafka a longer wait costs nothing.
+pub const FETCH_WAIT: Duration = Duration::from_millis(10);
 /// Warnings about skipped records per partition before they are only counted.
 const SKIP_WARNINGS: u64 = 10;
 /// Consecutive failed fetches tolerated by `--until-caught-up` before it gives up.
@@ -43,6 +48,8 @@ pub enum ConsumeError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
     #[error("partition {partition} does not exist: topic {topic:?} has partitions 0 to {}", .count - 1)]
     NoSuchPartition {
         topic: String,
@@ -88,7 +95,7 @@ pub async fn run(
     options: &ConsumeOptions,
     shutdown: &Shutdown,
 ) -> Result<Vec<PartitionSummary>, ConsumeError> {
-    let count = cluster.require_topic(&options.topic).await?;
+    let count = prepare(cluster, options).await?;
     if let Some(&partition) = options.partitions.iter().find(|p| **p >= count) {
         return Err(ConsumeError::NoSuchPartition {
             topic: options.topic.clone(),
@@ -96,24 +103,15 @@ pub async fn run(
             count,
         });
     }
-    std::fs::create_dir_all(&options.state_dir).map_err(|source| ConsumeError::StateDir {
-        path: options.state_dir.clone(),
-        source,
-    })?;
-
     // Check every partition before reading any, so a bad file stops the run at once.
     let mut assigned = Vec::new();
     for &id in &options.partitions {
-        let partition = cluster.partition(&options.topic, id).await?;
-        let file = PartitionFile::new(&options.state_dir, id);
-        let (checkpoint, end) = starting_point(&partition, &file, options.reset_state).await?;
-        let target = options.until_caught_up.then_some(end);
-        assigned.push((partition, file, checkpoint, target));
+        assigned.push(open_partition(cluster, options, id, options.reset_state).await?);
     }
-
     let runs = assigned
         .into_iter()
-        .map(|(partition, file, checkpoint, target)| {
+        .map(|(partition, file, checkpoint, end)| {
+            let target = options.until_caught_up.then_some(end);
             consume_partition(
                 partition,
                 file,
@@ -124,6 +122,61 @@ pub async fn run(
             )
         });
     futures::future::try_join_all(runs).await
+}
+
+/// `weather consume --group`: the same per-partition loop on the partitions the group assigns.
+/// A partition is loaded from its file when received, and its loop has saved its last batch
+/// before the partition is given up, so the files stay exact across rebalances.
+pub async fn run_group(
+    cluster: &Cluster,
+    options: &ConsumeOptions,
+    group: &GroupOptions,
+    shutdown: &Shutdown,
+) -> Result<(), ConsumeError> {
+    prepare(cluster, options).await?;
+    group::run(cluster, group, shutdown, async |generation| {
+        let mut assigned = Vec::new();
+        for &id in &generation.partitions {
+            assigned.push(open_partition(cluster, options, id, false).await?);
+        }
+        let runs = assigned
+            .into_iter()
+            .map(|(partition, file, checkpoint, _)| {
+                consume_partition(
+                    partition,
+                    file,
+                    checkpoint,
+                    None,
+                    options.fetch_wait,
+                    &generation.stop,
+                )
+            });
+        futures::future::try_join_all(runs).await.map(drop)
+    })
+    .await
+}
+
+/// Checks the topic exists and makes the state folder; returns the partition count.
+async fn prepare(cluster: &Cluster, options: &ConsumeOptions) -> Result<i32, ConsumeError> {
+    let count = cluster.require_topic(&options.topic).await?;
+    std::fs::create_dir_all(&options.state_dir).map_err(|source| ConsumeError::StateDir {
+        path: options.state_dir.clone(),
+        source,
+    })?;
+    Ok(count)
+}
+
+/// One partition ready to read: its handle, its file, where it starts and where it ends now.
+async fn open_partition(
+    cluster: &Cluster,
+    options: &ConsumeOptions,
+    id: i32,
+    reset: bool,
+) -> Result<(Partition, PartitionFile, Checkpoint, i64), ConsumeError> {
+    let partition = cluster.partition(&options.topic, id).await?;
+    let file = PartitionFile::new(&options.state_dir, id);
+    let (checkpoint, end) = starting_point(&partition, &file, reset).await?;
+    Ok((partition, file, checkpoint, end))
 }
 
 /// Where a partition starts: its file, or the earliest offset; and where it ends now.

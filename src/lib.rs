@@ -5,14 +5,18 @@
 //! - `weather`: the generator. A day's temperature is a pure function of (seed, date).
 //! - `report`: the protobuf `Report` (from `proto/report.proto`) and month names, the keys.
 //! - `kafka`: the wire. Connection, topic admin, produce and fetch through rskafka;
-//!   `kafka::partitioner` is Kafka's murmur2 key partitioner; `kafka::backoff` every retry delay.
+//!   `kafka::partitioner` is Kafka's murmur2 key partitioner; `kafka::backoff` every retry delay;
+//!   `kafka::wire` the kafka-protocol connection for what rskafka lacks; `kafka::group` consumer
+//!   group membership on it, with `kafka::assignor` the range and round-robin assignors.
 //! - `producer`: `weather produce`, which also resumes a topic where it ends.
 //! - `stats`: month/year aggregation and the exactly-once rules for what counts: the dedup
 //!   rule (a date not after its month's `end` is a duplicate) and the skip rule for records
 //!   that are not reports.
 //! - `checkpoint`: the partition files, and the only place files are written durably
 //!   (tmp, fsync, rename, fsync the folder).
-//! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat.
+//! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
+//!   partition, on a list given by hand or on what a consumer group assigns.
+//! - `debug`: `weather debug`, a consumer group member that prints what arrives.
 //! - `verify`: `weather verify`, which recomputes the files from the topic.
 //! - `plot`: the SVG chart of monthly averages.
 //! - `shutdown`: the Ctrl-C / SIGTERM signal handed to every loop.
@@ -21,6 +25,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod consumer;
+pub mod debug;
 pub mod kafka;
 pub mod plot;
 pub mod producer;

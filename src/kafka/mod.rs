@@ -5,7 +5,9 @@
 //! `idempotent`, the producer's write path. Retries go through `backoff`; partitioning
 //! through `partitioner`.
 
+pub mod assignor;
 pub mod backoff;
+pub mod group;
 pub mod idempotent;
 pub mod partitioner;
 pub mod wire;

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +76,8 @@ pub struct Connection {
     address: String,
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
     waiters: Waiters,
+    /// Set when the reader has stopped: the connection is dead.
+    closed: Arc<AtomicBool>,
     correlation: AtomicI32,
     /// The versions the broker accepts, by API key.
     versions: HashMap<i16, RangeInclusive<i16>>,
@@ -139,11 +141,17 @@ impl Connection {
         stream.set_nodelay(true).map_err(connect_error)?;
         let (read, write) = stream.into_split();
         let waiters = Waiters::default();
-        let reader = tokio::spawn(read_responses(BufReader::new(read), waiters.clone()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(read_responses(
+            BufReader::new(read),
+            waiters.clone(),
+            closed.clone(),
+        ));
         let mut connection = Self {
             address: address.into(),
             writer: tokio::sync::Mutex::new(write),
             waiters,
+            closed,
             correlation: AtomicI32::new(0),
             versions: HashMap::new(),
             reader,
@@ -216,7 +224,16 @@ impl Connection {
         // Registered before writing, so a fast response always finds its waiter; the writer lock
         // keeps frames whole and in the order callers were served.
         let mut writer = self.writer.lock().await;
-        lock(&self.waiters).insert(correlation_id, tx);
+        {
+            let mut waiters = lock(&self.waiters);
+            // Once the reader has gone nothing would ever answer: fail now, not at the timeout.
+            if self.closed.load(Ordering::Relaxed) {
+                return Err(WireError::Closed {
+                    address: self.address.clone(),
+                });
+            }
+            waiters.insert(correlation_id, tx);
+        }
         if writer.write_all(&frame).await.is_err() {
             lock(&self.waiters).remove(&correlation_id);
             return Err(WireError::Closed {
@@ -268,7 +285,11 @@ fn supported_versions(response: &ApiVersionsResponse) -> HashMap<i16, RangeInclu
 
 /// Reads frames until the connection ends, giving each to the caller waiting for it. Dropping
 /// the waiters on exit tells every remaining caller the connection is gone.
-async fn read_responses(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, waiters: Waiters) {
+async fn read_responses(
+    mut read: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    waiters: Waiters,
+    closed: Arc<AtomicBool>,
+) {
     while let Ok(length) = read.read_i32().await {
         let Ok(length) = usize::try_from(length) else {
             break;
@@ -286,7 +307,10 @@ async fn read_responses(mut read: BufReader<tokio::net::tcp::OwnedReadHalf>, wai
             let _ = waiter.send(frame);
         }
     }
-    lock(&waiters).clear();
+    // Marked under the waiters' lock, so a request either sees it or is among those dropped.
+    let mut waiters = lock(&waiters);
+    closed.store(true, Ordering::Relaxed);
+    waiters.clear();
 }
 
 #[cfg(test)]
