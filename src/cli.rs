@@ -250,7 +250,7 @@ fn plot_command(args: &PlotArgs) -> Result<(), CliError> {
         ))
     })?;
     let bars = plot::bars(&merged, &args.months, year);
-    let svg = plot::month_chart(&bars, year).to_string();
+    let svg = plot::month_chart(&bars, year, &args.months).to_string();
     write_atomically(&args.out, svg.as_bytes())?;
     let shown: Vec<String> = bars
         .iter()
