@@ -27,7 +27,8 @@ use crate::verify::{self, VerifyError};
         produce  publishes one report a day to the topic\n\
         consume  keeps per-partition statistics in state files, exactly once\n\
         verify   checks the state files against the topic\n\
-        plot     draws month.svg from the state files"
+        plot     draws month.svg from the state files\n\
+        serve    the live dashboard in the browser"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -67,6 +68,17 @@ pub enum Command {
     Verify(StateArgs),
     /// Draw the monthly averages of the latest year as an SVG bar chart
     Plot(PlotArgs),
+    /// Serve the live dashboard: chart and partition status, updated as files change
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (0.0.0.0:8080 to let other machines in)
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +161,8 @@ pub enum CliError {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -224,6 +238,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Plot(args) => plot_command(&args)?,
+        Command::Serve(args) => {
+            let options = crate::dashboard::ServeOptions {
+                listen: args.listen,
+                state_dir: args.state.state_dir,
+                brokers: global.brokers.clone(),
+                topic: global.topic.clone(),
+            };
+            crate::dashboard::run(options, &shutdown).await?;
+        }
     }
     Ok(())
 }
