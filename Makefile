@@ -8,7 +8,7 @@ P ?= 0,1,2,3
 ARGS ?=
 WEATHER := target/release/weather
 
-.PHONY: help build install up down produce consume plot verify demo test lint clean
+.PHONY: help build install up down produce consume plot verify demo test lint clean serve
 
 help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
@@ -18,6 +18,7 @@ help:
 	@echo "make consume P=0,2     keep statistics for partitions 0 and 2 in state/"
 	@echo "make verify            check state/ against the topic"
 	@echo "make plot              draw month.svg from state/"
+	@echo "make serve             live dashboard of state/ on http://127.0.0.1:8080/"
 	@echo "make install           put the weather binary on your PATH (cargo install)"
 	@echo "make lint              cargo fmt --check and clippy -D warnings"
 
@@ -44,6 +45,9 @@ verify: build
 
 plot: build
 	$(WEATHER) plot $(ARGS)
+
+serve: build
+	$(WEATHER) serve $(ARGS)
 
 demo:
 	@scripts/demo.sh
