@@ -209,7 +209,9 @@ impl Events {
     /// The next snapshot's JSON (chunk-size lines and keep-alive comments are skipped).
     fn next(&mut self) -> Value {
         let mut event = String::new();
+        let started = Instant::now();
         loop {
+            assert!(started.elapsed() < GUARD, "no snapshot within {GUARD:?}");
             let mut line = String::new();
             let read = self.reader.read_line(&mut line).expect("event stream");
             assert!(read > 0, "the event stream ended");
@@ -239,6 +241,16 @@ fn bar_avg(svg: &str, month: Month) -> String {
         .unwrap_or_else(|| panic!("no bar for {month}: {svg}"));
     let avg = rect.split("data-avg=\"").nth(1).unwrap();
     avg[..avg.find('"').unwrap()].to_string()
+}
+
+/// The lag summed over the partitions of a status.
+fn total_lag(status: &Value) -> i64 {
+    status["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["lag"].as_i64())
+        .sum()
 }
 
 /// A broker address nothing listens on.
@@ -365,6 +377,25 @@ fn a_changed_partition_file_is_pushed_to_open_pages() {
 }
 
 #[test]
+fn sigterm_ends_open_event_streams_and_exits_cleanly() {
+    let state = tempfile::tempdir().unwrap();
+    write_three_years(state.path());
+    let mut server = Server::start(state.path(), &nowhere());
+    let mut events = Events::open(server.port, "/events");
+    events.next();
+    run_ok(Command::new("kill").args(["-TERM", &server.child.id().to_string()]));
+    let mut status = None;
+    wait_for("weather serve to exit", GUARD, || {
+        status = server.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success(), "exit status {status:?}");
+    let mut rest = String::new();
+    let _ = events.reader.read_to_string(&mut rest);
+    assert!(!rest.contains("event: snapshot"), "{rest}");
+}
+
+#[test]
 fn missing_and_corrupt_files_show_as_such_and_the_server_keeps_serving() {
     let root = tempfile::tempdir().unwrap();
     let state = root.path().join("state");
@@ -461,15 +492,7 @@ fn lag_is_the_distance_to_the_topics_end_and_a_lost_broker_is_shown() {
             .weather()
             .args(["produce", "--count", "20", "--delay-ms", "0"]),
     );
-    let behind = server.status_until("a lag of 20 in all", |s| {
-        s["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["lag"].as_i64().unwrap_or(0))
-            .sum::<i64>()
-            == 20
-    });
+    let behind = server.status_until("a lag of 20 in all", |s| total_lag(s) == 20);
     for row in behind["partitions"].as_array().unwrap() {
         let (end, offset) = (
             row["end"].as_i64().unwrap(),
@@ -488,6 +511,12 @@ fn lag_is_the_distance_to_the_topics_end_and_a_lost_broker_is_shown() {
         200,
         "the page does not wait on the broker"
     );
+
+    // The broker comes back, and so does the lag.
+    broker.restart();
+    server.status_until("the broker to be back", |s| {
+        s["broker"] == "reachable" && total_lag(s) == 20
+    });
 }
 
 // ---- the real browser ----
@@ -523,11 +552,21 @@ fn chromium() -> PathBuf {
     path
 }
 
-/// Headless Chromium on a fresh profile, driven over the DevTools protocol; closed on drop.
-struct Browser {
+/// The Chromium process on its fresh profile, killed on drop even if opening failed.
+struct Chromium {
     child: Child,
-    /// The fresh profile, removed once Chromium is gone.
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// Headless Chromium driven over the DevTools protocol; closed on drop.
+struct Browser {
+    process: Chromium,
     socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
     next_id: u64,
 }
@@ -557,13 +596,13 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {CHROMIUM} ({e}): {CHROMIUM_HINT}"));
-        let mut browser_child = child;
+        let mut process = Chromium { child, profile };
         // Chromium writes the port it picked into the profile.
-        let port_file = profile.path().join("DevToolsActivePort");
+        let port_file = process.profile.path().join("DevToolsActivePort");
         let mut port = 0;
         wait_for("Chromium's DevTools port", GUARD, || {
             assert!(
-                browser_child.try_wait().unwrap().is_none(),
+                process.child.try_wait().unwrap().is_none(),
                 "Chromium exited at start"
             );
             port = std::fs::read_to_string(&port_file)
@@ -586,8 +625,7 @@ impl Browser {
         });
         let (socket, _) = tungstenite::connect(page_socket.as_str()).expect("DevTools socket");
         Browser {
-            child: browser_child,
-            _profile: profile,
+            process,
             socket,
             next_id: 0,
         }
@@ -663,12 +701,12 @@ impl Drop for Browser {
         let close = json!({"id": 0, "method": "Browser.close"}).to_string();
         let _ = self.socket.send(tungstenite::Message::text(close));
         let started = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none()
+        while self.process.child.try_wait().ok().flatten().is_none()
             && started.elapsed() < Duration::from_secs(10)
         {
             std::thread::sleep(Duration::from_millis(50));
         }
-        kill(&mut self.child);
+        // Then `process` drops: a Chromium that did not close is killed.
     }
 }
 
