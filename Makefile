@@ -11,7 +11,7 @@ BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,scripts/dock
 ARGS ?=
 WEATHER := target/release/weather
 
-.PHONY: help build install up down produce debug consume plot verify demo test bench lint clean
+.PHONY: help build install up down produce debug consume plot verify serve demo test bench lint clean
 
 help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
@@ -23,6 +23,7 @@ help:
 	@echo "make consume P=0,2     keep statistics for partitions 0 and 2 in state/"
 	@echo "make verify            check state/ against the topic"
 	@echo "make plot              draw month.svg from state/"
+	@echo "make serve             live dashboard of state/ on http://127.0.0.1:8080/"
 	@echo "make install           put the weather binary on your PATH (cargo install)"
 	@echo "make bench             throughput, latency and memory next to librdkafka and kafka-python"
 	@echo "make lint              cargo fmt --check and clippy -D warnings"
@@ -53,6 +54,9 @@ verify: build
 
 plot: build
 	$(WEATHER) plot $(ARGS)
+
+serve: build
+	$(WEATHER) serve $(ARGS)
 
 demo:
 	@scripts/demo.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make demo: the whole pipeline on the embedded broker until Ctrl-C. The producer resumes
 # the topic, two consumers split the partitions (0,2 and 1,3), and month.svg is redrawn
-# every few seconds. Ctrl-C stops the programs; the broker and the state stay.
+# every few seconds; the live dashboard serves on http://127.0.0.1:8080/ (DASHBOARD=ADDR moves
+# it). Ctrl-C stops the programs; the broker and the state stay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,9 @@ trap stop INT TERM EXIT
 "$weather" produce & pids+=($!)
 "$weather" consume 0,2 & pids+=($!)
 "$weather" consume 1,3 & pids+=($!)
-echo "demo running: producer, consumers for partitions 0,2 and 1,3; month.svg refreshes every 5 s (Ctrl-C stops)"
+"$weather" serve --listen "${DASHBOARD:-127.0.0.1:8080}" & pids+=($!)
+echo "demo running: producer, consumers for partitions 0,2 and 1,3; month.svg refreshes every 5 s;"
+echo "dashboard on http://${DASHBOARD:-127.0.0.1:8080}/ (Ctrl-C stops)"
 while true; do
   sleep 5
   for pid in "${pids[@]}"; do

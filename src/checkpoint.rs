@@ -107,16 +107,33 @@ impl Serialize for Checkpoint {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("partition", &self.partition)?;
         map.serialize_entry("offset", &self.offset)?;
-        // Months in calendar order, years as strings: the order a person reads them in.
-        for (month, years) in &self.stats.months {
-            let years: BTreeMap<String, YearJson> = years
-                .iter()
-                .map(|(year, m)| (year.to_string(), YearJson::from(m)))
-                .collect();
-            map.serialize_entry(month_name(*month), &years)?;
+        for (month, years) in month_entries(&self.stats) {
+            map.serialize_entry(month, &years)?;
         }
         map.end()
     }
+}
+
+/// Statistics alone, in the partition file's month → year shape (the dashboard's `/api/stats`).
+pub struct StatsJson<'a>(pub &'a PartitionStats);
+
+impl Serialize for StatsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(month_entries(self.0))
+    }
+}
+
+/// Months in calendar order, years as strings: the order a person reads them in.
+fn month_entries(
+    stats: &PartitionStats,
+) -> impl Iterator<Item = (&'static str, BTreeMap<String, YearJson>)> + '_ {
+    stats.months.iter().map(|(month, years)| {
+        let years = years
+            .iter()
+            .map(|(year, m)| (year.to_string(), YearJson::from(m)))
+            .collect();
+        (month_name(*month), years)
+    })
 }
 
 #[derive(Serialize)]

@@ -30,7 +30,8 @@ use crate::verify::{self, VerifyError};
         debug    prints what arrives, as a member of a consumer group\n\
         consume  keeps per-partition statistics in state files, exactly once\n\
         verify   checks the state files against the topic\n\
-        plot     draws month.svg from the state files"
+        plot     draws month.svg from the state files\n\
+        serve    the live dashboard in the browser"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -72,6 +73,17 @@ pub enum Command {
     Verify(StateArgs),
     /// Draw the monthly averages of the latest year as an SVG bar chart
     Plot(PlotArgs),
+    /// Serve the live dashboard: chart and partition status, updated as files change
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (0.0.0.0:8080 to let other machines in)
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +208,8 @@ pub enum CliError {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -288,6 +302,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Plot(args) => plot_command(&args)?,
+        Command::Serve(args) => {
+            let options = crate::dashboard::ServeOptions {
+                listen: args.listen,
+                state_dir: args.state.state_dir,
+                brokers: global.brokers.clone(),
+                topic: global.topic.clone(),
+            };
+            crate::dashboard::run(options, &shutdown).await?;
+        }
     }
     Ok(())
 }
@@ -314,7 +337,7 @@ fn plot_command(args: &PlotArgs) -> Result<(), CliError> {
         ))
     })?;
     let bars = plot::bars(&merged, &args.months, year);
-    let svg = plot::month_chart(&bars, year).to_string();
+    let svg = plot::month_chart(&bars, year, &args.months).to_string();
     write_atomically(&args.out, svg.as_bytes())?;
     let shown: Vec<String> = bars
         .iter()

@@ -19,12 +19,14 @@
 //! - `debug`: `weather debug`, a consumer group member that prints what arrives.
 //! - `verify`: `weather verify`, which recomputes the files from the topic.
 //! - `plot`: the SVG chart of monthly averages.
+//! - `dashboard`: `weather serve`, the live page: the plot's chart pushed on every file change.
 //! - `shutdown`: the Ctrl-C / SIGTERM signal handed to every loop.
 //! - `cli`: argument parsing and the one-line errors.
 
 pub mod checkpoint;
 pub mod cli;
 pub mod consumer;
+pub mod dashboard;
 pub mod debug;
 pub mod kafka;
 pub mod plot;

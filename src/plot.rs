@@ -1,5 +1,5 @@
-//! The bar chart of monthly averages, as an SVG document: `month.svg`, and later the
-//! dashboard's chart, come from here.
+//! The bar chart of monthly averages, as an SVG document: `weather plot`'s `month.svg` and
+//! the dashboard's live chart both come from here.
 
 use svg::Document;
 use svg::node::element::{Group, Line, Rectangle, Text, Title};
@@ -14,6 +14,11 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 24.0;
 const TOP: f64 = 72.0;
 const BOTTOM: f64 = 64.0;
+const HIGHLIGHT_FILL: &str = "#3e7cb1";
+const OTHER_FILL: &str = "#b6c8da";
+
+/// The months the seed's plot is about; the dashboard draws all twelve and stresses these.
+pub const HIGHLIGHTED: [Month; 3] = [Month::January, Month::February, Month::March];
 
 /// One bar: a month's average in the chosen year, if that month has data.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +47,9 @@ pub fn bars(stats: &PartitionStats, months: &[Month], year: i32) -> Vec<Bar> {
         .collect()
 }
 
-/// A bar chart of average maximum temperature per month, for one year.
-pub fn month_chart(bars: &[Bar], year: i32) -> Document {
+/// A bar chart of average maximum temperature per month, for one year; bars of the
+/// `highlight` months are drawn strong, the others pale.
+pub fn month_chart(bars: &[Bar], year: i32, highlight: &[Month]) -> Document {
     let values: Vec<f64> = bars.iter().filter_map(|b| b.avg).collect();
     let (low, high) = axis_range(&values);
     let plot_width = WIDTH - LEFT - RIGHT;
@@ -120,14 +126,23 @@ pub fn month_chart(bars: &[Bar], year: i32) -> Document {
     doc = doc.add(axis);
 
     let band = plot_width / bars.len().max(1) as f64;
+    // Twelve full month names do not fit side by side: crowded charts use abbreviations.
+    let crowded = bars.len() > 6;
+    let value_size = if crowded { 12 } else { 14 };
     let baseline = y(0.0_f64.clamp(low, high));
     let mut group = Group::new().set("class", "bars");
     for (i, bar) in bars.iter().enumerate() {
         let name = month_name(bar.month);
+        let label = if crowded { &name[..3] } else { name };
+        let fill = if highlight.contains(&bar.month) {
+            HIGHLIGHT_FILL
+        } else {
+            OTHER_FILL
+        };
         let centre = LEFT + band * (i as f64 + 0.5);
         let width = (band * 0.6).min(120.0);
         group = group.add(
-            Text::new(name)
+            Text::new(label)
                 .set("x", centre)
                 .set("y", TOP + plot_height + 22.0)
                 .set("text-anchor", "middle")
@@ -157,7 +172,7 @@ pub fn month_chart(bars: &[Bar], year: i32) -> Document {
                     .set("width", width)
                     .set("height", (bottom - top).max(0.5))
                     .set("rx", 3)
-                    .set("fill", "#3e7cb1")
+                    .set("fill", fill)
                     .add(Title::new(format!(
                         "{name} {year}: {avg:.2} °F over {} days",
                         bar.count
@@ -168,17 +183,21 @@ pub fn month_chart(bars: &[Bar], year: i32) -> Document {
                     .set("x", centre)
                     .set("y", top - 8.0)
                     .set("text-anchor", "middle")
-                    .set("font-size", 14)
+                    .set("font-size", value_size)
                     .set("font-weight", "600")
                     .set("fill", "#1f2933"),
             )
             .add(
-                Text::new(format!("{} days", bar.count))
-                    .set("x", centre)
-                    .set("y", TOP + plot_height + 40.0)
-                    .set("text-anchor", "middle")
-                    .set("font-size", 11)
-                    .set("fill", "#9aa5b1"),
+                Text::new(if crowded {
+                    format!("{}d", bar.count)
+                } else {
+                    format!("{} days", bar.count)
+                })
+                .set("x", centre)
+                .set("y", TOP + plot_height + 40.0)
+                .set("text-anchor", "middle")
+                .set("font-size", 11)
+                .set("fill", "#9aa5b1"),
             );
     }
     doc.add(group)
@@ -258,7 +277,7 @@ mod tests {
     #[test]
     fn chart_draws_one_rect_per_month_with_data_and_labels_the_values() {
         let months = [Month::January, Month::February, Month::March];
-        let svg = month_chart(&bars(&stats(), &months, 2001), 2001).to_string();
+        let svg = month_chart(&bars(&stats(), &months, 2001), 2001, &HIGHLIGHTED).to_string();
         assert_eq!(svg.matches("class=\"bar\"").count(), 2);
         assert!(svg.contains("Average maximum temperature, 2001"));
         assert!(svg.contains("25.0°F") && svg.contains("44.0°F"));
@@ -271,7 +290,7 @@ mod tests {
     #[test]
     fn taller_average_gives_taller_bar() {
         let months = [Month::January, Month::March];
-        let svg = month_chart(&bars(&stats(), &months, 2001), 2001).to_string();
+        let svg = month_chart(&bars(&stats(), &months, 2001), 2001, &HIGHLIGHTED).to_string();
         let heights: Vec<f64> = svg
             .split("class=\"bar\"")
             .skip(1)
@@ -285,6 +304,33 @@ mod tests {
             (heights[1] / heights[0] - 44.0 / 25.0).abs() < 1e-6,
             "{heights:?}"
         );
+    }
+
+    #[test]
+    fn twelve_months_abbreviate_and_stress_only_the_highlighted_ones() {
+        let svg = month_chart(
+            &bars(&stats(), &crate::report::MONTHS, 2001),
+            2001,
+            &[Month::January],
+        )
+        .to_string();
+        let abbreviations: Vec<&str> = crate::report::MONTHS
+            .iter()
+            .map(|m| &month_name(*m)[..3])
+            .collect();
+        let labels: Vec<&str> = svg.lines().filter(|l| abbreviations.contains(l)).collect();
+        assert_eq!(labels, abbreviations, "{svg}");
+        assert!(!svg.lines().any(|l| l == "January"), "{svg}");
+        let fill_of = |month: &str| {
+            let rest = svg
+                .split(&format!("data-month=\"{month}\""))
+                .nth(1)
+                .unwrap();
+            let f = rest.split("fill=\"").nth(1).unwrap();
+            f[..f.find('"').unwrap()].to_string()
+        };
+        assert_eq!(fill_of("January"), HIGHLIGHT_FILL);
+        assert_eq!(fill_of("March"), OTHER_FILL);
     }
 
     #[test]

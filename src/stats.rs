@@ -133,6 +133,23 @@ impl PartitionStats {
             .max()
     }
 
+    /// Every year that has any data, oldest first.
+    pub fn years(&self) -> std::collections::BTreeSet<i32> {
+        self.months
+            .values()
+            .flat_map(|years| years.keys().copied())
+            .collect()
+    }
+
+    /// The latest date counted, in any month.
+    pub fn last_date(&self) -> Option<Date> {
+        self.months
+            .values()
+            .flat_map(|years| years.values())
+            .map(|m| m.end)
+            .max()
+    }
+
     pub fn get(&self, month: Month, year: i32) -> Option<&MonthStats> {
         self.months.get(&month)?.get(&year)
     }
