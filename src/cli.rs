@@ -108,6 +108,10 @@ pub struct ConsumeArgs {
     /// Set the partitions' state files aside (as .bak) and count from the earliest offset
     #[arg(long)]
     pub reset_state: bool,
+    /// Upper bound on one fetch in bytes; smaller means more, smaller checkpoints
+    #[arg(long, hide = true, default_value_t = consumer::FETCH_BYTES,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub fetch_bytes: i32,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +134,23 @@ pub struct PlotArgs {
     /// Year to draw (default: the latest year with data)
     #[arg(long)]
     pub year: Option<i32>,
+}
+
+/// clap's usage error folded into one line: what was wrong and where to read more.
+pub fn usage_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut line = String::new();
+    let parts = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"));
+    for part in parts {
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    line + " (see --help)"
 }
 
 fn date_arg(text: &str) -> Result<Date, String> {
@@ -194,6 +215,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 state_dir: args.state.state_dir,
                 until_caught_up: args.until_caught_up,
                 reset_state: args.reset_state,
+                fetch_bytes: args.fetch_bytes,
             };
             let cluster = connect().await?;
             consumer::run(&cluster, &options, &shutdown).await?;

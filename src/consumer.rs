@@ -16,7 +16,7 @@ use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
 use crate::shutdown::Shutdown;
 use crate::stats::Outcome;
 
-/// Upper bound on one fetch's size; a batch is also one checkpoint write.
+/// Default upper bound on one fetch's size; a batch is also one checkpoint write.
 pub const FETCH_BYTES: i32 = 4 << 20;
 /// How long a fetch waits at the end of the partition for new records.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
@@ -33,6 +33,8 @@ pub struct ConsumeOptions {
     pub state_dir: PathBuf,
     pub until_caught_up: bool,
     pub reset_state: bool,
+    /// Upper bound on one fetch, in bytes (the broker still returns at least one batch).
+    pub fetch_bytes: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,42 +101,70 @@ pub async fn run(
         source,
     })?;
 
-    // Check every partition before reading any, so a bad file stops the run at once.
+    // Check every partition before reading or saying anything, so a bad file or an
+    // unwritable folder stops the run with its one line and nothing else.
     let mut assigned = Vec::new();
     for &id in &options.partitions {
         let partition = cluster.partition(&options.topic, id).await?;
         let file = PartitionFile::new(&options.state_dir, id);
-        let (checkpoint, end) = starting_point(&partition, &file, options.reset_state).await?;
-        let target = options.until_caught_up.then_some(end);
-        assigned.push((partition, file, checkpoint, target));
+        let start = starting_point(&partition, &file, options.reset_state).await?;
+        assigned.push((partition, file, start));
     }
+    for (_, _, start) in &assigned {
+        for note in &start.notes {
+            info!("{note}");
+        }
+    }
+    let assigned = assigned.into_iter().map(|(partition, file, start)| {
+        let target = options.until_caught_up.then_some(start.end);
+        (partition, file, start.checkpoint, target)
+    });
 
     let runs = assigned
         .into_iter()
         .map(|(partition, file, checkpoint, target)| {
-            consume_partition(partition, file, checkpoint, target, shutdown)
+            consume_partition(partition, file, checkpoint, target, options.fetch_bytes, shutdown)
         });
     futures::future::try_join_all(runs).await
 }
 
-/// Where a partition starts: its file, or the earliest offset; and where it ends now.
+/// Where a partition starts, where it ends now, and what to tell the user about it.
+struct Start {
+    checkpoint: Checkpoint,
+    end: i64,
+    notes: Vec<String>,
+}
+
+/// Where a partition starts: its file, or the earliest offset. Fails, saying nothing else,
+/// on a file that cannot be used or a folder where it cannot be replaced.
 async fn starting_point(
     partition: &Partition,
     file: &PartitionFile,
     reset: bool,
-) -> Result<(Checkpoint, i64), ConsumeError> {
+) -> Result<Start, ConsumeError> {
     let id = partition.id();
+    let mut notes = Vec::new();
     if reset && let Some(backup) = file.set_aside()? {
-        info!(
+        notes.push(format!(
             "partition {id}: --reset-state, old file kept as {}",
             backup.display()
-        );
+        ));
     }
     let loaded = file.load()?;
     let (earliest, end) = partition.offsets().await?;
+    if let Some(tmp) = file.leftover_tmp() {
+        notes.push(format!(
+            "partition {id}: {} is left over from an interrupted save; ignored, the next save replaces it",
+            tmp.display()
+        ));
+    }
+    // A save that cannot happen would otherwise surface only after the first fetch.
+    file.check_writable()?;
     let checkpoint = match loaded {
         None => {
-            info!("partition {id}: no state file, starting at the earliest offset {earliest}");
+            notes.push(format!(
+                "partition {id}: no state file, starting at the earliest offset {earliest}"
+            ));
             Checkpoint::empty(id, earliest)
         }
         Some(c) if c.offset > end => {
@@ -146,23 +176,27 @@ async fn starting_point(
             });
         }
         Some(mut c) if c.offset < earliest => {
-            warn!(
+            notes.push(format!(
                 "partition {id}: records {}..{earliest} were deleted by the broker before they were read; continuing at {earliest}",
                 c.offset
-            );
+            ));
             c.offset = earliest;
             c
         }
         Some(c) => {
-            info!(
+            notes.push(format!(
                 "partition {id}: resuming at offset {} from {}",
                 c.offset,
                 file.path().display()
-            );
+            ));
             c
         }
     };
-    Ok((checkpoint, end))
+    Ok(Start {
+        checkpoint,
+        end,
+        notes,
+    })
 }
 
 async fn consume_partition(
@@ -170,6 +204,7 @@ async fn consume_partition(
     file: PartitionFile,
     mut checkpoint: Checkpoint,
     target: Option<i64>,
+    fetch_bytes: i32,
     shutdown: &Shutdown,
 ) -> Result<PartitionSummary, ConsumeError> {
     let id = partition.id();
@@ -187,7 +222,7 @@ async fn consume_partition(
             break;
         }
         let fetched = tokio::select! {
-            fetched = partition.fetch(checkpoint.offset, FETCH_BYTES, FETCH_WAIT) => fetched,
+            fetched = partition.fetch(checkpoint.offset, fetch_bytes, FETCH_WAIT) => fetched,
             _ = shutdown.requested() => break,
         };
         let fetched = match fetched {
