@@ -6,13 +6,14 @@
 //! across any crash (see `checkpoint` for the write and `stats` for the dedup rule).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, PartitionFile};
 use crate::kafka::backoff::Backoff;
-use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
+use crate::kafka::{Cluster, Fetched, KafkaError, Partition, is_offset_out_of_range};
 use crate::shutdown::Shutdown;
 use crate::stats::Outcome;
 
@@ -25,6 +26,10 @@ const SKIP_WARNINGS: u64 = 10;
 /// Consecutive failed fetches tolerated by `--until-caught-up` before it gives up.
 const CATCH_UP_RETRIES: u32 = 10;
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How long a fetch may go unanswered beyond its own wait before the user is told.
+/// rskafka retries a lost broker with backoff inside the call, so a short outage
+/// shows up here as a slow fetch rather than as an error.
+const SLOW_FETCH: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
@@ -115,16 +120,15 @@ pub async fn run(
             info!("{note}");
         }
     }
-    let assigned = assigned.into_iter().map(|(partition, file, start)| {
-        let target = options.until_caught_up.then_some(start.end);
-        (partition, file, start.checkpoint, target)
+    let watch = BrokerWatch::new(cluster.brokers());
+    let runs = assigned.into_iter().map(|(partition, file, start)| {
+        let fetching = Fetching {
+            bytes: options.fetch_bytes,
+            target: options.until_caught_up.then_some(start.end),
+            watch: &watch,
+        };
+        consume_partition(partition, file, start.checkpoint, fetching, shutdown)
     });
-
-    let runs = assigned
-        .into_iter()
-        .map(|(partition, file, checkpoint, target)| {
-            consume_partition(partition, file, checkpoint, target, options.fetch_bytes, shutdown)
-        });
     futures::future::try_join_all(runs).await
 }
 
@@ -199,15 +203,77 @@ async fn starting_point(
     })
 }
 
+/// Whether the broker answers, shared by a run's partitions: an outage is one line when it
+/// starts and one when it ends, however many partitions and retries it spans.
+struct BrokerWatch {
+    brokers: String,
+    down: AtomicBool,
+}
+
+impl BrokerWatch {
+    fn new(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.into(),
+            down: AtomicBool::new(false),
+        }
+    }
+
+    fn lost(&self, why: &str) {
+        if !self.down.swap(true, Ordering::SeqCst) {
+            warn!(
+                "the broker at {} is not answering ({why}); retrying with backoff, nothing is lost meanwhile",
+                self.brokers
+            );
+        }
+    }
+
+    fn answered(&self) {
+        if self.down.swap(false, Ordering::SeqCst) {
+            info!("the broker at {} answers again; carrying on", self.brokers);
+        }
+    }
+}
+
+/// How one partition fetches: batch size, where to stop, and whom to tell about outages.
+struct Fetching<'a> {
+    bytes: i32,
+    target: Option<i64>,
+    watch: &'a BrokerWatch,
+}
+
+/// One fetch, telling the watch when the broker is slow to answer or answers again.
+async fn fetch_watched(
+    partition: &Partition,
+    offset: i64,
+    fetching: &Fetching<'_>,
+) -> Result<Fetched, KafkaError> {
+    let fetch = partition.fetch(offset, fetching.bytes, FETCH_WAIT);
+    tokio::pin!(fetch);
+    let fetched = tokio::select! {
+        fetched = &mut fetch => fetched,
+        _ = tokio::time::sleep(FETCH_WAIT + SLOW_FETCH) => {
+            let id = partition.id();
+            fetching.watch.lost(&format!(
+                "partition {id} at offset {offset}: no answer for {SLOW_FETCH:?}"
+            ));
+            fetch.await
+        }
+    };
+    if fetched.is_ok() {
+        fetching.watch.answered();
+    }
+    fetched
+}
+
 async fn consume_partition(
     partition: Partition,
     file: PartitionFile,
     mut checkpoint: Checkpoint,
-    target: Option<i64>,
-    fetch_bytes: i32,
+    fetching: Fetching<'_>,
     shutdown: &Shutdown,
 ) -> Result<PartitionSummary, ConsumeError> {
     let id = partition.id();
+    let target = fetching.target;
     let mut summary = PartitionSummary {
         partition: id,
         offset: checkpoint.offset,
@@ -222,17 +288,11 @@ async fn consume_partition(
             break;
         }
         let fetched = tokio::select! {
-            fetched = partition.fetch(checkpoint.offset, fetch_bytes, FETCH_WAIT) => fetched,
+            fetched = fetch_watched(&partition, checkpoint.offset, &fetching) => fetched,
             _ = shutdown.requested() => break,
         };
         let fetched = match fetched {
             Ok(fetched) => {
-                if failures > 0 {
-                    info!(
-                        "partition {id}: fetching again at offset {}",
-                        checkpoint.offset
-                    );
-                }
                 failures = 0;
                 backoff.reset();
                 fetched
@@ -264,7 +324,11 @@ async fn consume_partition(
                     });
                 }
                 let delay = backoff.next_delay();
-                warn!("partition {id}: {source}; retrying in {delay:.1?}");
+                fetching.watch.lost(&format!(
+                    "partition {id} at offset {}: {source}",
+                    checkpoint.offset
+                ));
+                debug!("partition {id}: {source}; retrying in {delay:.1?}");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
                     _ = shutdown.requested() => break,

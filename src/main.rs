@@ -18,7 +18,8 @@ fn main() -> ExitCode {
         }
     };
     let default_filter = match cli.global.verbose {
-        0 => "weather_stream=info,weather=info,warn",
+        // rskafka logs every failed reconnect; the programs say it once, in their own words.
+        0 => "weather_stream=info,weather=info,rskafka=error,warn",
         1 => "weather_stream=debug,weather=debug,info",
         _ => "debug",
     };
