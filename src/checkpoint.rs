@@ -252,6 +252,21 @@ impl PartitionFile {
             .map_err(write_err(&self.dir))
     }
 
+    /// The temporary file of a save that was interrupted before its rename, if one is there.
+    pub fn leftover_tmp(&self) -> Option<PathBuf> {
+        let tmp = self.tmp_path();
+        tmp.exists().then_some(tmp)
+    }
+
+    /// Fails as `save` would if the folder does not let the file be replaced, by creating
+    /// and removing the temporary file; the partition file itself is not touched.
+    pub fn check_writable(&self) -> Result<(), CheckpointError> {
+        let tmp = self.tmp_path();
+        File::create(&tmp)
+            .and_then(|_| fs::remove_file(&tmp))
+            .map_err(|source| CheckpointError::Write { path: tmp, source })
+    }
+
     /// Moves the file aside to `partition-N.json.bak` (for `--reset-state`); returns where.
     pub fn set_aside(&self) -> Result<Option<PathBuf>, CheckpointError> {
         let path = self.path();

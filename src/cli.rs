@@ -135,6 +135,10 @@ pub struct ConsumeArgs {
     #[arg(long, default_value_t = consumer::FETCH_WAIT.as_millis() as u64, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub fetch_wait_ms: u64,
+    /// Upper bound on one fetch in bytes; smaller means more, smaller checkpoints
+    #[arg(long, hide = true, default_value_t = consumer::FETCH_BYTES,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub fetch_bytes: i32,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +191,23 @@ pub struct PlotArgs {
     /// Year to draw (default: the latest year with data)
     #[arg(long)]
     pub year: Option<i32>,
+}
+
+/// clap's usage error folded into one line: what was wrong and where to read more.
+pub fn usage_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut line = String::new();
+    let parts = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"));
+    for part in parts {
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    line + " (see --help)"
 }
 
 fn date_arg(text: &str) -> Result<Date, String> {
@@ -264,6 +285,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 until_caught_up: args.until_caught_up,
                 reset_state: args.reset_state,
                 fetch_wait: Duration::from_millis(args.fetch_wait_ms),
+                fetch_bytes: args.fetch_bytes,
             };
             let cluster = connect().await?;
             match &args.group {

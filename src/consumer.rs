@@ -6,6 +6,7 @@
 //! across any crash (see `checkpoint` for the write and `stats` for the dedup rule).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -13,11 +14,11 @@ use tracing::{debug, info, warn};
 use crate::checkpoint::{Checkpoint, CheckpointError, PartitionFile};
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, GroupError, GroupOptions};
-use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
+use crate::kafka::{Cluster, Fetched, KafkaError, Partition, is_offset_out_of_range};
 use crate::shutdown::Shutdown;
 use crate::stats::Outcome;
 
-/// Upper bound on one fetch's size; a batch is also one checkpoint write. Larger fetches
+/// Default upper bound on one fetch's size; a batch is also one checkpoint write. Larger fetches
 /// catch up a little faster on Tansu but cost resident memory (four partitions at once):
 /// 192 KiB keeps `weather consume 0 1 2 3` near 12 MB (`make bench`).
 pub const FETCH_BYTES: i32 = 192 << 10;
@@ -29,6 +30,10 @@ pub const FETCH_WAIT: Duration = Duration::from_millis(10);
 const SKIP_WARNINGS: u64 = 10;
 /// Consecutive failed fetches tolerated by `--until-caught-up` before it gives up.
 const CATCH_UP_RETRIES: u32 = 10;
+/// How long a fetch may go unanswered beyond its own wait before the user is told.
+/// rskafka retries a lost broker with backoff inside the call, so a short outage
+/// shows up here as a slow fetch rather than as an error.
+const SLOW_FETCH: Duration = Duration::from_secs(3);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
@@ -40,6 +45,8 @@ pub struct ConsumeOptions {
     pub reset_state: bool,
     /// How long a fetch waits at the end of the partition for new records.
     pub fetch_wait: Duration,
+    /// Upper bound on one fetch, in bytes (the broker still returns at least one batch).
+    pub fetch_bytes: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,24 +110,14 @@ pub async fn run(
             count,
         });
     }
-    // Check every partition before reading any, so a bad file stops the run at once.
-    let mut assigned = Vec::new();
-    for &id in &options.partitions {
-        assigned.push(open_partition(cluster, options, id, options.reset_state).await?);
-    }
-    let runs = assigned
-        .into_iter()
-        .map(|(partition, file, checkpoint, end)| {
-            let target = options.until_caught_up.then_some(end);
-            consume_partition(
-                partition,
-                file,
-                checkpoint,
-                target,
-                options.fetch_wait,
-                shutdown,
-            )
-        });
+    let assigned =
+        open_partitions(cluster, options, &options.partitions, options.reset_state).await?;
+    let watch = BrokerWatch::new(cluster.brokers());
+    let runs = assigned.into_iter().map(|(partition, file, start)| {
+        let target = options.until_caught_up.then_some(start.end);
+        let fetching = Fetching::new(options, target, &watch);
+        consume_partition(partition, file, start.checkpoint, fetching, shutdown)
+    });
     futures::future::try_join_all(runs).await
 }
 
@@ -134,23 +131,19 @@ pub async fn run_group(
     shutdown: &Shutdown,
 ) -> Result<(), ConsumeError> {
     prepare(cluster, options).await?;
+    let watch = BrokerWatch::new(cluster.brokers());
     group::run(cluster, group, shutdown, async |generation| {
-        let mut assigned = Vec::new();
-        for &id in &generation.partitions {
-            assigned.push(open_partition(cluster, options, id, false).await?);
-        }
-        let runs = assigned
-            .into_iter()
-            .map(|(partition, file, checkpoint, _)| {
-                consume_partition(
-                    partition,
-                    file,
-                    checkpoint,
-                    None,
-                    options.fetch_wait,
-                    &generation.stop,
-                )
-            });
+        let assigned = open_partitions(cluster, options, &generation.partitions, false).await?;
+        let runs = assigned.into_iter().map(|(partition, file, start)| {
+            let fetching = Fetching::new(options, None, &watch);
+            consume_partition(
+                partition,
+                file,
+                start.checkpoint,
+                fetching,
+                &generation.stop,
+            )
+        });
         futures::future::try_join_all(runs).await.map(drop)
     })
     .await
@@ -166,37 +159,67 @@ async fn prepare(cluster: &Cluster, options: &ConsumeOptions) -> Result<i32, Con
     Ok(count)
 }
 
-/// One partition ready to read: its handle, its file, where it starts and where it ends now.
-async fn open_partition(
+/// The partitions ready to read: handle, file, and where each starts and ends now. Every
+/// partition is checked before anything is read or said, so a bad file or an unwritable
+/// folder stops the run with its one line and nothing else.
+async fn open_partitions(
     cluster: &Cluster,
     options: &ConsumeOptions,
-    id: i32,
+    ids: &[i32],
     reset: bool,
-) -> Result<(Partition, PartitionFile, Checkpoint, i64), ConsumeError> {
-    let partition = cluster.partition(&options.topic, id).await?;
-    let file = PartitionFile::new(&options.state_dir, id);
-    let (checkpoint, end) = starting_point(&partition, &file, reset).await?;
-    Ok((partition, file, checkpoint, end))
+) -> Result<Vec<(Partition, PartitionFile, Start)>, ConsumeError> {
+    let mut opened = Vec::new();
+    for &id in ids {
+        let partition = cluster.partition(&options.topic, id).await?;
+        let file = PartitionFile::new(&options.state_dir, id);
+        let start = starting_point(&partition, &file, reset).await?;
+        opened.push((partition, file, start));
+    }
+    for (_, _, start) in &opened {
+        for note in &start.notes {
+            info!("{note}");
+        }
+    }
+    Ok(opened)
 }
 
-/// Where a partition starts: its file, or the earliest offset; and where it ends now.
+/// Where a partition starts, where it ends now, and what to tell the user about it.
+struct Start {
+    checkpoint: Checkpoint,
+    end: i64,
+    notes: Vec<String>,
+}
+
+/// Where a partition starts: its file, or the earliest offset. Fails, saying nothing else,
+/// on a file that cannot be used or a folder where it cannot be replaced.
 async fn starting_point(
     partition: &Partition,
     file: &PartitionFile,
     reset: bool,
-) -> Result<(Checkpoint, i64), ConsumeError> {
+) -> Result<Start, ConsumeError> {
     let id = partition.id();
+    let mut notes = Vec::new();
     if reset && let Some(backup) = file.set_aside()? {
-        info!(
+        notes.push(format!(
             "partition {id}: --reset-state, old file kept as {}",
             backup.display()
-        );
+        ));
     }
     let loaded = file.load()?;
     let (earliest, end) = partition.offsets().await?;
+    if let Some(tmp) = file.leftover_tmp() {
+        notes.push(format!(
+            "partition {id}: {} is left over from an interrupted save; ignored, the next save replaces it",
+            tmp.display()
+        ));
+    }
+    // A save that cannot happen would otherwise surface only after the first fetch.
+    file.check_writable()?;
     let checkpoint = match loaded {
         None => {
-            info!("partition {id}: no state file, starting at the earliest offset {earliest}");
+            notes.push(format!(
+                "partition {id}: no state file, starting at the earliest offset {earliest}"
+            ));
             Checkpoint::empty(id, earliest)
         }
         Some(c) if c.offset > end => {
@@ -208,31 +231,108 @@ async fn starting_point(
             });
         }
         Some(mut c) if c.offset < earliest => {
-            warn!(
+            notes.push(format!(
                 "partition {id}: records {}..{earliest} were deleted by the broker before they were read; continuing at {earliest}",
                 c.offset
-            );
+            ));
             c.offset = earliest;
             c
         }
         Some(c) => {
-            info!(
+            notes.push(format!(
                 "partition {id}: resuming at offset {} from {}",
                 c.offset,
                 file.path().display()
-            );
+            ));
             c
         }
     };
-    Ok((checkpoint, end))
+    Ok(Start {
+        checkpoint,
+        end,
+        notes,
+    })
+}
+
+/// Whether the broker answers, shared by a run's partitions: an outage is one line when it
+/// starts and one when it ends, however many partitions and retries it spans.
+struct BrokerWatch {
+    brokers: String,
+    down: AtomicBool,
+}
+
+impl BrokerWatch {
+    fn new(brokers: &str) -> Self {
+        Self {
+            brokers: brokers.into(),
+            down: AtomicBool::new(false),
+        }
+    }
+
+    fn lost(&self, why: &str) {
+        if !self.down.swap(true, Ordering::SeqCst) {
+            warn!(
+                "the broker at {} is not answering ({why}); retrying with backoff, nothing is lost meanwhile",
+                self.brokers
+            );
+        }
+    }
+
+    fn answered(&self) {
+        if self.down.swap(false, Ordering::SeqCst) {
+            info!("the broker at {} answers again; carrying on", self.brokers);
+        }
+    }
+}
+
+/// How one partition fetches: batch size and wait, where to stop, whom to tell about outages.
+struct Fetching<'a> {
+    bytes: i32,
+    wait: Duration,
+    target: Option<i64>,
+    watch: &'a BrokerWatch,
+}
+
+impl<'a> Fetching<'a> {
+    fn new(options: &ConsumeOptions, target: Option<i64>, watch: &'a BrokerWatch) -> Self {
+        Self {
+            bytes: options.fetch_bytes,
+            wait: options.fetch_wait,
+            target,
+            watch,
+        }
+    }
+}
+
+/// One fetch, telling the watch when the broker is slow to answer or answers again.
+async fn fetch_watched(
+    partition: &Partition,
+    offset: i64,
+    fetching: &Fetching<'_>,
+) -> Result<Fetched, KafkaError> {
+    let fetch = partition.fetch(offset, fetching.bytes, fetching.wait);
+    tokio::pin!(fetch);
+    let fetched = tokio::select! {
+        fetched = &mut fetch => fetched,
+        _ = tokio::time::sleep(fetching.wait + SLOW_FETCH) => {
+            let id = partition.id();
+            fetching.watch.lost(&format!(
+                "partition {id} at offset {offset}: no answer for {SLOW_FETCH:?}"
+            ));
+            fetch.await
+        }
+    };
+    if fetched.is_ok() {
+        fetching.watch.answered();
+    }
+    fetched
 }
 
 async fn consume_partition(
     partition: Partition,
     file: PartitionFile,
     mut checkpoint: Checkpoint,
-    target: Option<i64>,
-    fetch_wait: Duration,
+    fetching: Fetching<'_>,
     shutdown: &Shutdown,
 ) -> Result<PartitionSummary, ConsumeError> {
     let id = partition.id();
@@ -241,6 +341,7 @@ async fn consume_partition(
         offset: checkpoint.offset,
         ..Default::default()
     };
+    let target = fetching.target;
     let mut backoff = Backoff::default();
     let mut failures = 0;
     let mut last_progress = Instant::now();
@@ -250,17 +351,11 @@ async fn consume_partition(
             break;
         }
         let fetched = tokio::select! {
-            fetched = partition.fetch(checkpoint.offset, FETCH_BYTES, fetch_wait) => fetched,
+            fetched = fetch_watched(&partition, checkpoint.offset, &fetching) => fetched,
             _ = shutdown.requested() => break,
         };
         let fetched = match fetched {
             Ok(fetched) => {
-                if failures > 0 {
-                    info!(
-                        "partition {id}: fetching again at offset {}",
-                        checkpoint.offset
-                    );
-                }
                 failures = 0;
                 backoff.reset();
                 fetched
@@ -292,7 +387,11 @@ async fn consume_partition(
                     });
                 }
                 let delay = backoff.next_delay();
-                warn!("partition {id}: {source}; retrying in {delay:.1?}");
+                fetching.watch.lost(&format!(
+                    "partition {id} at offset {}: {source}",
+                    checkpoint.offset
+                ));
+                debug!("partition {id}: {source}; retrying in {delay:.1?}");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
                     _ = shutdown.requested() => break,

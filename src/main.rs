@@ -8,9 +8,18 @@ use tracing_subscriber::EnvFilter;
 use weather_stream::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print to stdout and succeed.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprintln!("{}", cli::usage_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     let default_filter = match cli.global.verbose {
-        0 => "weather_stream=info,weather=info,warn",
+        // rskafka logs every failed reconnect; the programs say it once, in their own words.
+        0 => "weather_stream=info,weather=info,rskafka=error,warn",
         1 => "weather_stream=debug,weather=debug,info",
         _ => "debug",
     };

@@ -234,3 +234,39 @@ pub fn folder_bytes(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         })
         .collect()
 }
+
+/// One partition as the topic holds it: its end offset and every report in it, in order.
+pub struct PartitionDays {
+    pub end: i64,
+    pub days: Vec<weather_stream::stats::DayReading>,
+}
+
+/// Every report in `topic`, read straight from the broker: the checker's view, not a program's.
+pub fn topic_days(
+    cluster: &Cluster,
+    topic: &str,
+) -> std::collections::BTreeMap<i32, PartitionDays> {
+    use weather_stream::stats::DayReading;
+    runtime().block_on(async {
+        let count = cluster.require_topic(topic).await.expect("topic exists");
+        let mut all = std::collections::BTreeMap::new();
+        for id in 0..count {
+            let partition = cluster.partition(topic, id).await.expect("partition");
+            let (mut offset, end) = partition.offsets().await.expect("offsets");
+            let mut days = Vec::new();
+            while offset < end {
+                let fetched = partition
+                    .fetch(offset, 1 << 20, Duration::from_millis(100))
+                    .await
+                    .expect("fetch");
+                for r in &fetched.records {
+                    let (key, value) = (r.record.key.as_deref(), r.record.value.as_deref());
+                    days.extend(DayReading::from_record(key, value).ok());
+                    offset = r.offset + 1;
+                }
+            }
+            all.insert(id, PartitionDays { end, days });
+        }
+        all
+    })
+}
