@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use support::proxy::FaultProxy;
 use support::topic::{all_dates, consecutive, topic_days};
-use support::{Broker, free_port, kill, run_ok};
+use support::{Broker, free_port, kill, run_ok, wait_for};
+
+/// How long a test waits for something that should take seconds (a guard, not a target).
+const GUARD: Duration = Duration::from_secs(120);
 use time::macros::date;
 use weather_stream::kafka::partitioner::partition_for;
 use weather_stream::report::month_name;
@@ -113,9 +116,13 @@ fn a_producer_killed_at_random_moments_resumes_without_gaps_or_doubles() {
         std::thread::sleep(Duration::from_millis(rng.u64(100..700)));
         kill(&mut producer);
     }
-    // Partitions stop at different dates when the producer dies: each keeps its own batches
-    // in flight. A restart fills each from its own last day, so after enough days every
-    // date up to the furthest one is there once.
+    resume_and_assert_exactly_once(&broker);
+}
+
+/// Partitions stop at different dates when a producer dies or is stopped: each keeps its own
+/// batches in flight. A restart fills each from its own last day, so after enough days every
+/// date up to the furthest one is there once.
+fn resume_and_assert_exactly_once(broker: &Broker) {
     let cluster = broker.cluster();
     let held: BTreeSet<_> = all_dates(&cluster).into_iter().collect();
     let furthest = *held.last().expect("the killed producers wrote days");
@@ -132,7 +139,7 @@ fn a_producer_killed_at_random_moments_resumes_without_gaps_or_doubles() {
             .args(["produce", "--count", &count.to_string(), "--delay-ms", "0"]),
     );
     let days = held.len() + count;
-    assert_exactly_once(&broker, days);
+    assert_exactly_once(broker, days);
 }
 
 #[test]
@@ -166,4 +173,54 @@ fn progress_is_a_live_line_on_a_terminal_and_log_lines_otherwise() {
         "{piped:?}"
     );
     assert!(piped.contains("sent 40 days"), "{piped}");
+}
+
+#[test]
+fn ctrl_c_while_the_broker_is_away_stops_soon_says_what_is_unconfirmed_and_loses_nothing() {
+    let mut broker = Broker::start();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut producer = broker
+        .weather()
+        .args(["produce", "--reset", "--delay-ms", "2"])
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("start the producer");
+    let cluster = broker.cluster();
+    wait_for("days in the topic", GUARD, || {
+        all_dates(&cluster).len() >= 200
+    });
+    drop(cluster);
+    broker.stop();
+    // Past the first retry, while days still queue up behind the failed batches.
+    let stderr = || std::fs::read_to_string(log.path()).unwrap();
+    wait_for("the producer to notice", GUARD, || {
+        stderr().contains("retrying")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &producer.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(interrupted.success());
+    let mut status = None;
+    wait_for("the producer to stop", GUARD, || {
+        status = producer.try_wait().unwrap();
+        status.is_some()
+    });
+    // Without its own stop, the producer would go on retrying and end in an error instead.
+    let stderr = stderr();
+    assert!(status.unwrap().success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("not confirmed by the broker"))
+        .unwrap_or_else(|| panic!("no line on unconfirmed days: {stderr}"));
+    assert!(line.contains("run again"), "{line}");
+    assert!(
+        !stderr.contains("ERROR") && !stderr.contains("error:"),
+        "{stderr}"
+    );
+
+    broker.restart();
+    resume_and_assert_exactly_once(&broker);
 }

@@ -31,6 +31,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// New producer sessions in a row after the broker forgets our producer id.
 const MAX_SESSIONS: u32 = 3;
+/// After Ctrl-C, how long the batches already sent may take to be acknowledged before the
+/// producer stops without them (a rerun resumes where the topic ends).
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
@@ -93,16 +96,24 @@ pub async fn run(
                 format_date(*last)
             );
         }
-        let producer = IdempotentProducer::start(
+        let start = IdempotentProducer::start(
             cluster.bootstrap(),
             topic,
             partition_count,
             BatchOptions::default(),
-        )
-        .await?;
+        );
+        let producer = tokio::select! {
+            producer = start => producer?,
+            () = shutdown.requested() => break,
+        };
         let status = Status::start(producer.acked().clone(), summary.days, started);
         let generated = generate(&producer, &extent, options, shutdown, &mut summary).await;
-        let closed = producer.close().await;
+        let closed = producer
+            .close(async {
+                shutdown.requested().await;
+                tokio::time::sleep(STOP_GRACE).await;
+            })
+            .await;
         summary.days = status.stop();
         match (generated, closed) {
             (_, Err(SendError::ProducerIdLost { topic, partition })) if session < MAX_SESSIONS => {
@@ -110,6 +121,10 @@ pub async fn run(
                     "the broker forgot our producer id ({topic} partition {partition}); \
                      starting a new producer from where the topic ends"
                 );
+            }
+            (_, Err(e @ SendError::Unconfirmed { .. })) => {
+                warn!("{e}");
+                break;
             }
             (_, Err(e)) => return Err(e.into()),
             (Err(e), Ok(())) => return Err(e),
@@ -166,8 +181,13 @@ async fn generate(
             timestamp_ms: now_millis(),
             id: date.to_julian_day().into(),
         };
-        // A stopped sender's own error comes from `close`, which the caller reads next.
-        if producer.send(partition, record).await.is_err() {
+        // A stopped sender's own error comes from `close`, which the caller reads next. A
+        // full queue (the broker is away) must not keep a stop waiting.
+        let sent = tokio::select! {
+            sent = producer.send(partition, record) => sent,
+            () = shutdown.requested() => break,
+        };
+        if sent.is_err() {
             break;
         }
         summary.first.get_or_insert(date);

@@ -52,8 +52,10 @@ pub const MAX_RETRIES: u32 = 10;
 const PRODUCE_VERSIONS: RangeInclusive<i16> = 3..=11;
 const INIT_PRODUCER_ID_VERSIONS: RangeInclusive<i16> = 0..=4;
 const METADATA_VERSIONS: RangeInclusive<i16> = 1..=12;
-/// How long the leader may wait for the in-sync replicas (acks=all) before answering.
-const ACK_TIMEOUT_MS: i32 = 30_000;
+/// How long the leader may wait for the in-sync replicas (acks=all) before answering; well
+/// inside the wire's own `REQUEST_TIMEOUT`, so a slow acknowledgement arrives as the broker's
+/// answer rather than as a dead connection.
+const ACK_TIMEOUT_MS: i32 = 20_000;
 /// Records a caller may queue per partition before `send` waits.
 const QUEUE: usize = 4096;
 
@@ -122,6 +124,13 @@ pub enum SendError {
     },
     #[error("no partition {partition}: the topic has {partitions}")]
     NoSuchPartition { partition: i32, partitions: usize },
+    #[error(transparent)]
+    Wire(WireError),
+    #[error(
+        "stopped with {records} days handed to the producer but not confirmed by the broker; \
+         run again to resume where the topic ends (nothing is lost or doubled)"
+    )]
+    Unconfirmed { records: u64 },
     #[error("the sender of partition {partition} stopped")]
     Stopped { partition: i32 },
 }
@@ -151,6 +160,8 @@ pub struct IdempotentProducer {
     queues: Vec<mpsc::Sender<Outgoing>>,
     tasks: Vec<JoinHandle<Result<(), SendError>>>,
     acked: Arc<Acked>,
+    /// Records handed to `send` and queued.
+    queued: AtomicU64,
     producer_id: i64,
     epoch: i16,
 }
@@ -196,6 +207,7 @@ impl IdempotentProducer {
             queues,
             tasks,
             acked,
+            queued: AtomicU64::new(0),
             producer_id,
             epoch,
         })
@@ -222,7 +234,9 @@ impl IdempotentProducer {
         queue
             .send(record)
             .await
-            .map_err(|_| SendError::Stopped { partition })
+            .map_err(|_| SendError::Stopped { partition })?;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn acked(&self) -> &Arc<Acked> {
@@ -230,8 +244,28 @@ impl IdempotentProducer {
     }
 
     /// Sends what is queued, waits for every acknowledgement and stops the tasks. The first
-    /// task's error wins.
-    pub async fn close(self) -> Result<(), SendError> {
+    /// task's error wins. If `give_up` completes first (the user stopped us while the broker
+    /// is away, say), the tasks are stopped where they are and `Unconfirmed` says how many
+    /// records were not acknowledged; the broker has each of those once or not at all.
+    pub async fn close(self, give_up: impl Future<Output = ()>) -> Result<(), SendError> {
+        let stops: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let acked = self.acked.clone();
+        let queued = self.queued.load(Ordering::Relaxed);
+        tokio::select! {
+            closed = self.close_all() => closed,
+            () = give_up => {
+                stops.iter().for_each(tokio::task::AbortHandle::abort);
+                let records = queued.saturating_sub(acked.get().0);
+                if records == 0 {
+                    Ok(())
+                } else {
+                    Err(SendError::Unconfirmed { records })
+                }
+            }
+        }
+    }
+
+    async fn close_all(self) -> Result<(), SendError> {
         drop(self.queues);
         let mut first_error = None;
         for (partition, task) in self.tasks.into_iter().enumerate() {
@@ -246,34 +280,63 @@ impl IdempotentProducer {
     }
 }
 
+/// Asks the bootstrap brokers in turn for a producer id, retrying what may pass (a broker
+/// restarting, a coordinator still loading) with backoff, and failing at once on the rest.
 async fn init_producer_id(bootstrap: &[String]) -> Result<(i64, i16), SendError> {
-    let mut last = SendError::InitProducerId {
-        address: bootstrap.join(","),
-        reason: "no broker address".into(),
-    };
-    for address in bootstrap {
-        let failed = |reason: String| SendError::InitProducerId {
-            address: address.clone(),
+    let mut backoff = Backoff::default();
+    let mut tries = 0;
+    loop {
+        let mut last = SendError::InitProducerId {
+            address: bootstrap.join(","),
+            reason: "no broker address".into(),
+        };
+        for address in bootstrap {
+            match ask_producer_id(address).await {
+                Ok(id) => return Ok(id),
+                Err((error, retriable)) if retriable => last = error,
+                Err((error, _)) => return Err(error),
+            }
+        }
+        tries += 1;
+        if tries > MAX_RETRIES || bootstrap.is_empty() {
+            return Err(last);
+        }
+        debug!("{last}; trying again");
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// One `InitProducerId` to one broker; on failure, the error and whether a retry may help.
+async fn ask_producer_id(address: &str) -> Result<(i64, i16), (SendError, bool)> {
+    let failed = |reason: String, retriable: bool| {
+        let error = SendError::InitProducerId {
+            address: address.into(),
             reason,
         };
-        let request = InitProducerIdRequest::default()
-            .with_transaction_timeout_ms(-1)
-            .with_producer_id((-1).into())
-            .with_producer_epoch(-1);
-        let response = match Connection::open(address).await {
-            Ok(connection) => connection
-                .request(request, INIT_PRODUCER_ID_VERSIONS)
-                .await
-                .map_err(|e| failed(e.to_string())),
-            Err(e) => Err(failed(e.to_string())),
-        };
-        match response {
-            Ok(r) if r.error_code.is_ok() => return Ok((r.producer_id.0, r.producer_epoch)),
-            Ok(r) => last = failed(describe(r.error_code)),
-            Err(e) => last = e,
-        }
+        (error, retriable)
+    };
+    let request = init_producer_id_request();
+    let connection = Connection::open(address)
+        .await
+        .map_err(|e| failed(e.to_string(), e.is_transient()))?;
+    let response = connection
+        .request(request, INIT_PRODUCER_ID_VERSIONS)
+        .await
+        .map_err(|e| failed(e.to_string(), e.is_transient()))?;
+    match response.error_code.err() {
+        None => Ok((response.producer_id.0, response.producer_epoch)),
+        Some(error) => Err(failed(describe(response.error_code), error.is_retriable())),
     }
-    Err(last)
+}
+
+/// A request for a new idempotent producer. The crate's default names the empty
+/// transactional id, which asks for a transactional producer instead.
+fn init_producer_id_request() -> InitProducerIdRequest {
+    InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(-1)
+        .with_producer_id((-1).into())
+        .with_producer_epoch(-1)
 }
 
 fn describe(code: i16) -> String {
@@ -384,11 +447,9 @@ impl PartitionSender {
         }
         let connection = match self.connect().await {
             Ok(connection) => connection,
-            Err(reason) => {
-                self.failed = Some(Failure {
-                    reason,
-                    reconnect: true,
-                });
+            Err(SendError::Wire(e)) if !e.is_transient() => return Err(SendError::Wire(e)),
+            Err(e) => {
+                self.fail(e.to_string(), true);
                 return Ok(());
             }
         };
@@ -403,14 +464,12 @@ impl PartitionSender {
     }
 
     /// The connection to the partition's leader, made on first use or after a failure.
-    async fn connect(&mut self) -> Result<Arc<Connection>, String> {
+    async fn connect(&mut self) -> Result<Arc<Connection>, SendError> {
         if let Some(connection) = &self.connection {
             return Ok(connection.clone());
         }
-        let leader = leader_of(&self.bootstrap, &self.topic, self.partition)
-            .await
-            .map_err(|e| e.to_string())?;
-        let connection = Arc::new(Connection::open(&leader).await.map_err(|e| e.to_string())?);
+        let leader = leader_of(&self.bootstrap, &self.topic, self.partition).await?;
+        let connection = Arc::new(Connection::open(&leader).await.map_err(SendError::Wire)?);
         debug!("partition {} writes through {leader}", self.partition);
         self.connection = Some(connection.clone());
         Ok(connection)
@@ -433,7 +492,7 @@ impl PartitionSender {
                 producer_epoch: self.epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: base_sequence.wrapping_add(i as i32),
+                sequence: sequence_after(base_sequence, i),
                 timestamp: r.timestamp_ms,
                 key: Some(r.key.clone()),
                 value: Some(r.value.clone()),
@@ -453,8 +512,7 @@ impl PartitionSender {
             }
         })?;
         let count = records.len() as i32;
-        // Sequences wrap at i32::MAX, as the protocol says.
-        self.next_sequence = base_sequence.wrapping_add(count);
+        self.next_sequence = sequence_after(base_sequence, records.len());
         self.unacked.push_back(Batch {
             records: buffer.freeze(),
             base_sequence,
@@ -499,6 +557,7 @@ impl PartitionSender {
     ) -> Result<(), SendError> {
         let code = match answer {
             Ok(response) => partition_error(&response, &self.topic, self.partition),
+            Err(e) if !e.is_transient() => return Err(SendError::Wire(e)),
             Err(e) => {
                 self.fail(e.to_string(), true);
                 return Ok(());
@@ -606,6 +665,11 @@ impl PartitionSender {
     }
 }
 
+/// The sequence `n` records after `base`: after `i32::MAX` comes 0, as the protocol says.
+fn sequence_after(base: i32, n: usize) -> i32 {
+    ((i64::from(base) + n as i64) % (i64::from(i32::MAX) + 1)) as i32
+}
+
 fn partition_error(response: &ProduceResponse, topic: &str, partition: i32) -> i16 {
     response
         .responses
@@ -627,20 +691,24 @@ async fn leader_of(bootstrap: &[String], topic: &str, partition: i32) -> Result<
     };
     let mut reason = String::from("no broker address");
     for address in bootstrap {
-        let request = MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
-        ]));
+        // Never create the topic as a side effect: `weather produce` creates it on purpose.
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
+            ]));
         let response = match Connection::open(address).await {
             Ok(connection) => connection.request(request, METADATA_VERSIONS).await,
             Err(e) => Err(e),
         };
         let response = match response {
             Ok(response) => response,
-            Err(e) => {
+            Err(e) if e.is_transient() => {
                 reason = e.to_string();
                 continue;
             }
+            Err(e) => return Err(SendError::Wire(e)),
         };
         let leader = response
             .topics
@@ -656,4 +724,31 @@ async fn leader_of(bootstrap: &[String], topic: &str, partition: i32) -> Result<
         }
     }
     Err(no_leader(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    #[test]
+    fn the_producer_id_request_names_no_transaction_at_every_version() {
+        for version in INIT_PRODUCER_ID_VERSIONS {
+            let mut encoded = BytesMut::new();
+            init_producer_id_request()
+                .encode(&mut encoded, version)
+                .unwrap();
+            let decoded = InitProducerIdRequest::decode(&mut encoded.freeze(), version).unwrap();
+            assert_eq!(decoded.transactional_id, None, "version {version}");
+            assert_eq!(decoded.producer_id.0, -1);
+        }
+    }
+
+    #[test]
+    fn sequences_wrap_from_the_largest_to_zero() {
+        assert_eq!(sequence_after(0, 5), 5);
+        assert_eq!(sequence_after(i32::MAX - 2, 2), i32::MAX);
+        assert_eq!(sequence_after(i32::MAX - 2, 3), 0);
+        assert_eq!(sequence_after(i32::MAX, 10), 9);
+    }
 }

@@ -41,8 +41,8 @@ pub enum WireError {
     },
     #[error("connection to {address} closed")]
     Closed { address: String },
-    #[error("no response from {address} within {REQUEST_TIMEOUT:?}")]
-    TimedOut { address: String },
+    #[error("no response from {address} within {timeout:?}")]
+    TimedOut { address: String, timeout: Duration },
     #[error("{address} does not speak {api:?} versions {ours:?} (it offers {broker:?})")]
     Unsupported {
         address: String,
@@ -79,6 +79,8 @@ pub struct Connection {
     /// Set when the reader has stopped: the connection is dead.
     closed: Arc<AtomicBool>,
     correlation: AtomicI32,
+    /// How long a response may take (`REQUEST_TIMEOUT`, shorter in tests).
+    timeout: Duration,
     /// The versions the broker accepts, by API key.
     versions: HashMap<i16, RangeInclusive<i16>>,
     reader: tokio::task::JoinHandle<()>,
@@ -96,13 +98,17 @@ pub struct Pending<R: Request> {
     address: String,
     api: ApiKey,
     version: i16,
+    correlation_id: i32,
+    timeout: Duration,
     reply: oneshot::Receiver<Bytes>,
+    waiters: Waiters,
+    closed: Arc<AtomicBool>,
     _request: std::marker::PhantomData<R>,
 }
 
 impl<R: Request> Pending<R> {
     pub async fn response(self) -> Result<R::Response, WireError> {
-        let frame = match tokio::time::timeout(REQUEST_TIMEOUT, self.reply).await {
+        let frame = match tokio::time::timeout(self.timeout, self.reply).await {
             Ok(Ok(frame)) => frame,
             Ok(Err(_)) => {
                 return Err(WireError::Closed {
@@ -110,8 +116,13 @@ impl<R: Request> Pending<R> {
                 });
             }
             Err(_) => {
+                // Whatever comes later on this connection cannot be trusted to be timely:
+                // it is dead to new requests, and this one stops waiting.
+                lock(&self.waiters).remove(&self.correlation_id);
+                self.closed.store(true, Ordering::Relaxed);
                 return Err(WireError::TimedOut {
                     address: self.address,
+                    timeout: self.timeout,
                 });
             }
         };
@@ -153,6 +164,7 @@ impl Connection {
             waiters,
             closed,
             correlation: AtomicI32::new(0),
+            timeout: REQUEST_TIMEOUT,
             versions: HashMap::new(),
             reader,
         };
@@ -234,19 +246,45 @@ impl Connection {
             }
             waiters.insert(correlation_id, tx);
         }
-        if writer.write_all(&frame).await.is_err() {
+        // A write cut short, by an error, the timeout or the caller dropping this future,
+        // leaves part of a frame on the socket: nothing sent after it would be understood.
+        let cut_short = MarkClosed(Some(&self.closed));
+        let written = tokio::time::timeout(self.timeout, writer.write_all(&frame)).await;
+        if !matches!(written, Ok(Ok(()))) {
             lock(&self.waiters).remove(&correlation_id);
             return Err(WireError::Closed {
                 address: self.address.clone(),
             });
         }
+        cut_short.disarm();
         Ok(Pending {
             address: self.address.clone(),
             api,
             version,
+            correlation_id,
+            timeout: self.timeout,
             reply: rx,
+            waiters: self.waiters.clone(),
+            closed: self.closed.clone(),
             _request: std::marker::PhantomData,
         })
+    }
+}
+
+/// Marks a connection dead when dropped, unless disarmed first.
+struct MarkClosed<'a>(Option<&'a AtomicBool>);
+
+impl MarkClosed<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for MarkClosed<'_> {
+    fn drop(&mut self) {
+        if let Some(closed) = self.0 {
+            closed.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -326,5 +364,67 @@ mod tests {
         assert_eq!(pick::<ProduceRequest>(&broker, 10..=12), Err(Some(3..=9)));
         // An API the broker did not list is unsupported whatever we ask for.
         assert!(pick::<InitProducerIdRequest>(&broker, 0..=4).is_err());
+    }
+
+    /// A broker that answers `ApiVersions` (offering InitProducerId) and then nothing.
+    async fn silent_broker() -> (String, tokio::task::JoinHandle<()>) {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let length = stream.read_i32().await.unwrap();
+            let mut request = vec![0; length as usize];
+            stream.read_exact(&mut request).await.unwrap();
+            let header = RequestHeader::decode(&mut Bytes::from(request), 1).unwrap();
+            let mut frame = BytesMut::new();
+            ResponseHeader::default()
+                .with_correlation_id(header.correlation_id)
+                .encode(&mut frame, 0)
+                .unwrap();
+            ApiVersionsResponse::default()
+                .with_api_keys(vec![
+                    ApiVersion::default()
+                        .with_api_key(ApiKey::InitProducerId as i16)
+                        .with_min_version(0)
+                        .with_max_version(4),
+                ])
+                .encode(&mut frame, 0)
+                .unwrap();
+            stream.write_i32(frame.len() as i32).await.unwrap();
+            stream.write_all(&frame).await.unwrap();
+            // Read whatever comes next and never answer it.
+            let mut sink = [0; 1024];
+            while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        (address, server)
+    }
+
+    #[tokio::test]
+    async fn a_request_that_times_out_leaves_the_connection_dead_to_new_ones() {
+        let (address, server) = silent_broker().await;
+        let mut connection = Connection::open(&address).await.unwrap();
+        connection.timeout = Duration::from_millis(100);
+        let first = connection
+            .request(InitProducerIdRequest::default(), 0..=4)
+            .await;
+        assert!(
+            matches!(first, Err(WireError::TimedOut { .. })),
+            "{first:?}"
+        );
+        assert!(
+            lock(&connection.waiters).is_empty(),
+            "the waiter stays behind"
+        );
+        // Fails at once instead of waiting out another timeout.
+        let second = connection
+            .send(InitProducerIdRequest::default(), 0..=4)
+            .await;
+        assert!(
+            matches!(second, Err(WireError::Closed { .. })),
+            "{:?}",
+            second.err()
+        );
+        server.abort();
     }
 }
