@@ -37,7 +37,8 @@ pub enum KafkaError {
     #[error("bad broker address {address:?}: expected host:port, as in 127.0.0.1:9092")]
     BadAddress { address: String },
     #[error(
-        "cannot reach a broker at {brokers} ({reason}) after {waited:?}; is it running? `make up` starts one"
+        "cannot reach a broker at {brokers} ({reason}){}; is it running? `make up` starts one",
+        waited_for(*.waited)
     )]
     Unreachable {
         brokers: String,
@@ -278,6 +279,15 @@ async fn wait_until_reachable(
     }
 }
 
+/// " after 12s" for the Unreachable message; nothing for a single try.
+fn waited_for(waited: Duration) -> String {
+    if waited.is_zero() {
+        String::new()
+    } else {
+        format!(" after {waited:?}")
+    }
+}
+
 /// One partition of a topic, on its leader.
 #[derive(Debug)]
 pub struct Partition {
@@ -388,5 +398,32 @@ pub fn is_offset_out_of_range(error: &KafkaError) -> bool {
             }
         ),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_says_how_long_it_waited_only_when_it_did() {
+        let unreachable = |waited| {
+            KafkaError::Unreachable {
+                brokers: "127.0.0.1:9092".into(),
+                reason: "connection refused".into(),
+                waited,
+            }
+            .to_string()
+        };
+        let once = unreachable(Duration::ZERO);
+        assert!(
+            once.starts_with("cannot reach a broker at 127.0.0.1:9092 (connection refused); "),
+            "{once}"
+        );
+        let waited = unreachable(Duration::from_secs(12));
+        assert!(
+            waited.contains("(connection refused) after 12s; "),
+            "{waited}"
+        );
     }
 }
