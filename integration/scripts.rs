@@ -1,11 +1,14 @@
-//! The make targets' machinery: scripts/broker.sh against the real Tansu binary.
+//! The make targets' machinery: scripts/broker.sh and scripts/demo.sh against the real
+//! Tansu binary.
 
 mod support;
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use support::free_port;
+use support::{free_port, run_ok, wait_for};
 
 fn broker_script(port: u16, dir: &std::path::Path, action: &str) -> std::process::Output {
     Command::new("bash")
@@ -81,5 +84,81 @@ fn up_on_a_taken_port_fails_with_one_line() {
     assert!(
         errors[0].contains(&format!("port {port}")) && errors[0].contains("KAFKA_PORT"),
         "{stderr}"
+    );
+}
+
+/// The answer to `GET path` from a server on 127.0.0.1:`port`, status line and all.
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+#[test]
+fn demo_runs_the_pipeline_on_a_new_broker_and_stops_cleanly_on_ctrl_c() {
+    let broker_dir = tempfile::tempdir().unwrap();
+    let demo_dir = tempfile::tempdir().unwrap();
+    let (port, dashboard) = (free_port(), free_port());
+    let _down = Down(port, broker_dir.path());
+    let log = demo_dir.path().join("demo.log");
+    let output = std::fs::File::create(&log).unwrap();
+    let mut demo = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
+        .env("KAFKA_PORT", port.to_string())
+        .env("BROKER_DIR", broker_dir.path())
+        .env("DEMO_DIR", demo_dir.path())
+        .env("DASHBOARD", format!("127.0.0.1:{dashboard}"))
+        .env("WEATHER", env!("CARGO_BIN_EXE_weather"))
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .spawn()
+        .expect("start scripts/demo.sh");
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // On a broker with no topic yet, both consumers start and the chart gets drawn.
+    let chart = demo_dir.path().join("month.svg");
+    wait_for("month.svg from the demo", Duration::from_secs(120), || {
+        assert!(
+            demo.try_wait().unwrap().is_none(),
+            "the demo ended by itself: {}",
+            said()
+        );
+        chart.exists()
+    });
+    let stats = http_get(dashboard, "/api/stats").expect("the dashboard answers");
+    assert!(stats.starts_with("HTTP/1.1 200"), "{stats}");
+
+    let interrupted = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let mut status = None;
+    wait_for("the demo to stop", Duration::from_secs(60), || {
+        status = demo.try_wait().unwrap();
+        status.is_some()
+    });
+    let said = said();
+    assert!(status.unwrap().success(), "{said}");
+    assert!(said.contains("demo stopped"), "{said}");
+    assert!(!said.contains("error"), "{said}");
+    assert!(
+        http_get(dashboard, "/").is_err(),
+        "the dashboard still listens after Ctrl-C"
+    );
+    // What the consumers left agrees with the topic.
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_weather"))
+            .env("KAFKA_BROKERS", format!("127.0.0.1:{port}"))
+            .args(["verify", "--state-dir"])
+            .arg(demo_dir.path().join("state")),
     );
 }
