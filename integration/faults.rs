@@ -339,12 +339,20 @@ fn a_broker_restart_under_a_running_producer_and_consumer_loses_and_doubles_noth
         let stderr = program.stderr();
         let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
         println!("{name}:\n{stderr}");
+        // The producer may also have to start a new session if the broker forgot its id.
+        let most = if name == "consumer" { 1 } else { 2 };
         assert!(
-            !warnings.is_empty() && warnings.len() <= 2,
+            !warnings.is_empty() && warnings.len() <= most,
             "the {name} should say in one line that the broker went away:\n{stderr}"
         );
         assert!(!stderr.contains("ERROR"), "{name}:\n{stderr}");
     }
+    let consumer = consumer.stderr();
+    assert_eq!(
+        consumer.matches("answers again").count(),
+        1,
+        "one line when the broker is back:\n{consumer}"
+    );
 }
 
 #[test]
@@ -608,7 +616,7 @@ fn a_file_from_before_the_topic_was_recreated_is_refused_and_kept() {
 }
 
 #[test]
-fn a_leftover_tmp_from_a_crash_is_named_ignored_and_replaced() {
+fn a_leftover_tmp_from_a_crash_is_named_and_removed_and_the_file_kept() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let state_dir = path_str(state.path());
@@ -710,8 +718,7 @@ fn a_read_only_state_folder_stops_the_consumer_in_one_line_before_reading() {
         state_dir,
     ]));
     assert!(
-        line.contains(&format!("cannot write {state_dir}/partition-0.json.tmp"))
-            && line.contains("writable"),
+        line.contains(&format!("cannot write {state_dir}: ")) && line.contains("writable"),
         "{line}"
     );
     assert_eq!(folder_bytes(&state), before);

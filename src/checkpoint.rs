@@ -258,13 +258,33 @@ impl PartitionFile {
         tmp.exists().then_some(tmp)
     }
 
+    /// Removes that file. Removing, unlike truncating, cannot harm a save in progress
+    /// elsewhere: its rename would fail and nothing would be replaced.
+    pub fn remove_leftover_tmp(&self) -> Result<(), CheckpointError> {
+        match fs::remove_file(self.tmp_path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Write {
+                path: self.tmp_path(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Fails as `save` would if the folder does not let the file be replaced, by creating
-    /// and removing the temporary file; the partition file itself is not touched.
+    /// and removing a file of this process's own; neither the partition file nor a `.tmp`
+    /// that another process may be saving through is touched.
     pub fn check_writable(&self) -> Result<(), CheckpointError> {
-        let tmp = self.tmp_path();
-        File::create(&tmp)
-            .and_then(|_| fs::remove_file(&tmp))
-            .map_err(|source| CheckpointError::Write { path: tmp, source })
+        let probe = self.dir.join(format!(
+            "partition-{}.json.probe-{}",
+            self.partition,
+            std::process::id()
+        ));
+        File::create(&probe)
+            .and_then(|_| fs::remove_file(&probe))
+            .map_err(|source| CheckpointError::Write {
+                path: self.dir.clone(),
+                source,
+            })
     }
 
     /// Moves the file aside to `partition-N.json.bak` (for `--reset-state`); returns where.

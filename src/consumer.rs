@@ -5,8 +5,9 @@
 //! file. Statistics and offset are saved together, so every report counts exactly once
 //! across any crash (see `checkpoint` for the write and `stats` for the dedup rule).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -175,6 +176,20 @@ async fn open_partitions(
         let start = starting_point(&partition, &file, reset).await?;
         opened.push((partition, file, start));
     }
+    for (_, file, _) in &opened {
+        file.remove_leftover_tmp()?;
+    }
+    if reset {
+        for (_, file, _) in &opened {
+            if let Some(backup) = file.set_aside()? {
+                info!(
+                    "partition {}: --reset-state, old file kept as {}",
+                    file.partition(),
+                    backup.display()
+                );
+            }
+        }
+    }
     for (_, _, start) in &opened {
         for note in &start.notes {
             info!("{note}");
@@ -199,17 +214,12 @@ async fn starting_point(
 ) -> Result<Start, ConsumeError> {
     let id = partition.id();
     let mut notes = Vec::new();
-    if reset && let Some(backup) = file.set_aside()? {
-        notes.push(format!(
-            "partition {id}: --reset-state, old file kept as {}",
-            backup.display()
-        ));
-    }
-    let loaded = file.load()?;
+    // With --reset-state the file is set aside, once every partition has passed its checks.
+    let loaded = if reset { None } else { file.load()? };
     let (earliest, end) = partition.offsets().await?;
     if let Some(tmp) = file.leftover_tmp() {
         notes.push(format!(
-            "partition {id}: {} is left over from an interrupted save; ignored, the next save replaces it",
+            "partition {id}: {} is left over from an interrupted save; removed, the file itself is intact",
             tmp.display()
         ));
     }
@@ -258,30 +268,42 @@ async fn starting_point(
 /// starts and one when it ends, however many partitions and retries it spans.
 struct BrokerWatch {
     brokers: String,
-    down: AtomicBool,
+    /// The partitions whose last fetch got no answer.
+    down: Mutex<BTreeSet<i32>>,
 }
 
 impl BrokerWatch {
     fn new(brokers: &str) -> Self {
         Self {
             brokers: brokers.into(),
-            down: AtomicBool::new(false),
+            down: Mutex::default(),
         }
     }
 
-    fn lost(&self, why: &str) {
-        if !self.down.swap(true, Ordering::SeqCst) {
+    /// `partition` gets no answer: the first partition to lose the broker says so.
+    /// Returns whether it said so.
+    fn lost(&self, partition: i32, why: &str) -> bool {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        let first = down.is_empty();
+        if first {
             warn!(
                 "the broker at {} is not answering ({why}); retrying with backoff, nothing is lost meanwhile",
                 self.brokers
             );
         }
+        down.insert(partition);
+        first
     }
 
-    fn answered(&self) {
-        if self.down.swap(false, Ordering::SeqCst) {
+    /// `partition` got an answer: the last partition to get one back says so.
+    /// Returns whether it said so.
+    fn answered(&self, partition: i32) -> bool {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        let last = down.remove(&partition) && down.is_empty();
+        if last {
             info!("the broker at {} answers again; carrying on", self.brokers);
         }
+        last
     }
 }
 
@@ -316,14 +338,14 @@ async fn fetch_watched(
         fetched = &mut fetch => fetched,
         _ = tokio::time::sleep(fetching.wait + SLOW_FETCH) => {
             let id = partition.id();
-            fetching.watch.lost(&format!(
+            fetching.watch.lost(id, &format!(
                 "partition {id} at offset {offset}: no answer for {SLOW_FETCH:?}"
             ));
             fetch.await
         }
     };
     if fetched.is_ok() {
-        fetching.watch.answered();
+        fetching.watch.answered(partition.id());
     }
     fetched
 }
@@ -387,10 +409,10 @@ async fn consume_partition(
                     });
                 }
                 let delay = backoff.next_delay();
-                fetching.watch.lost(&format!(
-                    "partition {id} at offset {}: {source}",
-                    checkpoint.offset
-                ));
+                fetching.watch.lost(
+                    id,
+                    &format!("partition {id} at offset {}: {source}", checkpoint.offset),
+                );
                 debug!("partition {id}: {source}; retrying in {delay:.1?}");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
@@ -456,4 +478,24 @@ async fn save(file: PartitionFile, checkpoint: Checkpoint) -> Result<Checkpoint,
     tokio::task::spawn_blocking(move || file.save(&checkpoint).map(|()| checkpoint))
         .await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_told_by_the_first_partition_to_lose_the_broker_and_the_last_to_regain_it() {
+        let watch = BrokerWatch::new("127.0.0.1:9092");
+        assert!(!watch.answered(0), "nothing was down");
+        assert!(watch.lost(0, "refused"));
+        assert!(!watch.lost(1, "refused"));
+        assert!(!watch.lost(0, "refused again"));
+        // A partition that was never down answering says nothing of the others.
+        assert!(!watch.answered(2));
+        assert!(!watch.answered(0));
+        assert!(watch.answered(1));
+        assert!(!watch.answered(1));
+        assert!(watch.lost(3, "the next outage"));
+    }
 }

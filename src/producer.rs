@@ -85,6 +85,8 @@ pub async fn run(
     let mut summary = ProduceSummary::default();
     let started = Instant::now();
     let mut session = 0;
+    // The latest day the broker acknowledged, for the last line.
+    let mut confirmed = None;
     loop {
         session += 1;
         // Read afresh for every session: a session that ended early may have written batches
@@ -114,7 +116,9 @@ pub async fn run(
                 tokio::time::sleep(STOP_GRACE).await;
             })
             .await;
-        summary.days = status.stop();
+        let (days, last) = status.stop();
+        summary.days = days;
+        confirmed = confirmed.max(last);
         match (generated, closed) {
             (_, Err(SendError::ProducerIdLost { topic, partition })) if session < MAX_SESSIONS => {
                 warn!(
@@ -131,7 +135,7 @@ pub async fn run(
             (Ok(()), Ok(())) => break,
         }
     }
-    log_progress(summary.days, summary.last, started.elapsed());
+    log_progress(summary.days, confirmed, started.elapsed());
     Ok(summary)
 }
 
@@ -222,7 +226,7 @@ impl Status {
             loop {
                 ticker.tick().await;
                 let (days, last) = watched.get();
-                let last = last.and_then(|id| Date::from_julian_day(id as i32).ok());
+                let last = last.and_then(julian_date);
                 if live {
                     let line = progress_line(before + days, last, started.elapsed());
                     let _ = write!(std::io::stderr(), "\r\x1b[2K{line}");
@@ -238,14 +242,21 @@ impl Status {
         }
     }
 
-    /// Stops the display; returns the days acknowledged in all sessions so far.
-    fn stop(self) -> u64 {
+    /// Stops the display; returns the days acknowledged in all sessions so far, and the
+    /// latest of this session's.
+    fn stop(self) -> (u64, Option<Date>) {
         self.task.abort();
         if std::io::stderr().is_terminal() {
             let _ = write!(std::io::stderr(), "\r\x1b[2K");
         }
-        self.before + self.acked.get().0
+        let (days, last) = self.acked.get();
+        (self.before + days, last.and_then(julian_date))
     }
+}
+
+/// The date an acknowledged record's id names.
+fn julian_date(id: i64) -> Option<Date> {
+    Date::from_julian_day(i32::try_from(id).ok()?).ok()
 }
 
 fn progress_line(days: u64, last: Option<Date>, elapsed: Duration) -> String {

@@ -221,16 +221,16 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Every file in `dir`, name → bytes, for comparing whole state folders.
+/// Every file in `dir`, name → bytes, for comparing whole state folders. A file that goes
+/// between listing and reading (a save's `.tmp`, renamed meanwhile) is not in the folder.
 pub fn folder_bytes(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .expect("state folder")
         .map(|e| e.expect("entry"))
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().to_string(),
-                std::fs::read(e.path()).expect("file"),
-            )
+        .filter_map(|e| match std::fs::read(e.path()) {
+            Ok(bytes) => Some((e.file_name().to_string_lossy().to_string(), bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => panic!("{}: {error}", e.path().display()),
         })
         .collect()
 }

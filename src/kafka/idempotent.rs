@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use futures::stream::FuturesOrdered;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -48,10 +48,10 @@ pub const MAX_IN_FLIGHT: usize = 5;
 pub const MAX_RETRIES: u32 = 10;
 
 /// Version 3 is the first with record batches v2, which carry producer ids; 12 and 13 name
-/// topics by id only.
+/// topics by id only. Metadata from version 4, the first that can ask for no auto-creation.
 const PRODUCE_VERSIONS: RangeInclusive<i16> = 3..=11;
 const INIT_PRODUCER_ID_VERSIONS: RangeInclusive<i16> = 0..=4;
-const METADATA_VERSIONS: RangeInclusive<i16> = 1..=12;
+const METADATA_VERSIONS: RangeInclusive<i16> = 4..=12;
 /// How long the leader may wait for the in-sync replicas (acks=all) before answering; well
 /// inside the wire's own `REQUEST_TIMEOUT`, so a slow acknowledgement arrives as the broker's
 /// answer rather than as a dead connection.
@@ -247,33 +247,40 @@ impl IdempotentProducer {
     /// task's error wins. If `give_up` completes first (the user stopped us while the broker
     /// is away, say), the tasks are stopped where they are and `Unconfirmed` says how many
     /// records were not acknowledged; the broker has each of those once or not at all.
+    /// An error a task ended with before that still wins over `Unconfirmed`.
     pub async fn close(self, give_up: impl Future<Output = ()>) -> Result<(), SendError> {
-        let stops: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
-        let acked = self.acked.clone();
-        let queued = self.queued.load(Ordering::Relaxed);
-        tokio::select! {
-            closed = self.close_all() => closed,
-            () = give_up => {
-                stops.iter().for_each(tokio::task::AbortHandle::abort);
-                let records = queued.saturating_sub(acked.get().0);
-                if records == 0 {
-                    Ok(())
-                } else {
-                    Err(SendError::Unconfirmed { records })
-                }
-            }
-        }
-    }
-
-    async fn close_all(self) -> Result<(), SendError> {
         drop(self.queues);
+        let stops: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let mut tasks: FuturesUnordered<_> = self
+            .tasks
+            .into_iter()
+            .enumerate()
+            .map(|(partition, task)| async move {
+                task.await.unwrap_or(Err(SendError::Stopped {
+                    partition: partition as i32,
+                }))
+            })
+            .collect();
         let mut first_error = None;
-        for (partition, task) in self.tasks.into_iter().enumerate() {
-            let outcome = task.await.unwrap_or(Err(SendError::Stopped {
-                partition: partition as i32,
-            }));
-            if let Err(e) = outcome {
-                first_error.get_or_insert(e);
+        tokio::pin!(give_up);
+        loop {
+            tokio::select! {
+                outcome = tasks.next() => match outcome {
+                    Some(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Some(Ok(())) => {}
+                    None => break,
+                },
+                () = &mut give_up => {
+                    stops.iter().for_each(tokio::task::AbortHandle::abort);
+                    let queued = self.queued.load(Ordering::Relaxed);
+                    let records = queued.saturating_sub(self.acked.get().0);
+                    if first_error.is_none() && records > 0 {
+                        first_error = Some(SendError::Unconfirmed { records });
+                    }
+                    break;
+                }
             }
         }
         first_error.map_or(Ok(()), Err)
