@@ -7,13 +7,14 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
-use support::{Broker, folder_bytes, kill, run_ok, runtime, topic_days, wait_for};
+use support::topic::{consecutive, topic_days};
+use support::{Broker, GUARD, Logged, folder_bytes, kill, run_ok, runtime, wait_for};
 use time::macros::date;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, PartitionFile};
@@ -21,14 +22,7 @@ use weather_stream::kafka::partitioner::partition_for;
 use weather_stream::report::month_name;
 use weather_stream::weather::Weather;
 
-const GUARD: Duration = Duration::from_secs(120);
 const TOPIC: &str = "temperatures";
-
-fn consecutive(from: Date, days: usize) -> Vec<Date> {
-    std::iter::successors(Some(from), |d| d.next_day())
-        .take(days)
-        .collect()
-}
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temporary path")
@@ -58,7 +52,7 @@ fn assert_counted_exactly_once(
     days: usize,
     replayed: &[Date],
 ) {
-    let topic = topic_days(&broker.cluster(), TOPIC);
+    let topic = topic_days(&broker.cluster());
     let mut in_topic: Vec<Date> = topic
         .values()
         .flat_map(|p| p.days.iter().map(|d| d.date))
@@ -144,53 +138,6 @@ fn assert_counted_exactly_once(
         "the consumer counted each day once, but the topic holds {} day(s) twice: {doubled:?}",
         doubled.len()
     );
-}
-
-/// A child whose stderr goes to a file, so a long run never blocks on a full pipe.
-struct Logged {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Logged {
-    fn spawn(command: &mut Command, log: PathBuf) -> Logged {
-        let file = File::create(&log).expect("log file");
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn weather");
-        Logged { child, log }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the program to exit by itself, and insists that it succeeded.
-    fn wait_ok(&mut self, what: &str) {
-        let mut status = None;
-        wait_for(what, GUARD, || {
-            status = self.child.try_wait().expect("try_wait");
-            status.is_some()
-        });
-        let status = status.expect("exited");
-        assert!(status.success(), "{what}: {status}\n{}", self.stderr());
-    }
-
-    fn interrupt(&mut self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("kill -INT");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        kill(&mut self.child);
-    }
 }
 
 fn offsets(state: &Path) -> BTreeMap<i32, i64> {
@@ -323,7 +270,7 @@ fn a_broker_restart_under_a_running_producer_and_consumer_loses_and_doubles_noth
     broker.restart();
 
     producer.wait_ok("the producer to finish after the restart");
-    let ends: BTreeMap<i32, i64> = topic_days(&broker.cluster(), TOPIC)
+    let ends: BTreeMap<i32, i64> = topic_days(&broker.cluster())
         .into_iter()
         .map(|(id, p)| (id, p.end))
         .filter(|(_, end)| *end > 0)
@@ -336,7 +283,7 @@ fn a_broker_restart_under_a_running_producer_and_consumer_loses_and_doubles_noth
 
     assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 1000, &[]);
     for (name, program) in [("consumer", &consumer), ("producer", &producer)] {
-        let stderr = program.stderr();
+        let stderr = program.printed();
         let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
         println!("{name}:\n{stderr}");
         // The producer may also have to start a new session if the broker forgot its id.
@@ -347,7 +294,7 @@ fn a_broker_restart_under_a_running_producer_and_consumer_loses_and_doubles_noth
         );
         assert!(!stderr.contains("ERROR"), "{name}:\n{stderr}");
     }
-    let consumer = consumer.stderr();
+    let consumer = consumer.printed();
     assert_eq!(
         consumer.matches("answers again").count(),
         1,
@@ -393,14 +340,14 @@ fn a_broker_down_at_start_is_waited_for_and_given_up_on_in_one_line() {
         logs.path().join("consumer.log"),
     );
     wait_for("both to say they are waiting", GUARD, || {
-        producer.stderr().contains("waiting for a broker")
-            && consumer.stderr().contains("waiting for a broker")
+        producer.printed().contains("waiting for a broker")
+            && consumer.printed().contains("waiting for a broker")
     });
     broker.restart();
     producer.wait_ok("the producer once the broker is up");
     consumer.wait_ok("the consumer once the broker is up");
     for program in [&producer, &consumer] {
-        let stderr = program.stderr();
+        let stderr = program.printed();
         assert_eq!(
             stderr.matches("waiting for a broker").count(),
             1,
@@ -816,7 +763,7 @@ fn records_that_are_not_reports_are_counted_warned_about_skipped_and_passed() {
         "{stderr}"
     );
     let file = PartitionFile::new(state.path(), 2).load().unwrap().unwrap();
-    assert_eq!(file.offset, topic_days(&cluster, TOPIC)[&2].end);
+    assert_eq!(file.offset, topic_days(&cluster)[&2].end);
     assert_counted_exactly_once(
         &broker,
         state.path(),
@@ -901,6 +848,6 @@ fn bad_command_lines_get_exactly_one_line_and_a_failure() {
         "a failed run wrote state"
     );
     // The broker's topic is untouched by all of it.
-    let topic = topic_days(&broker.cluster(), TOPIC);
+    let topic = topic_days(&broker.cluster());
     assert_eq!(topic.values().map(|p| p.days.len()).sum::<usize>(), 5);
 }

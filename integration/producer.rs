@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use support::proxy::FaultProxy;
 use support::topic::{all_dates, consecutive, topic_days};
-use support::{Broker, free_port, kill, run_ok, wait_for};
+use support::{Broker, GUARD, Logged, free_port, kill, run_ok, wait_for};
 
-/// How long a test waits for something that should take seconds (a guard, not a target).
-const GUARD: Duration = Duration::from_secs(120);
 use time::macros::date;
 use weather_stream::kafka::partitioner::partition_for;
 use weather_stream::report::month_name;
@@ -23,7 +21,7 @@ fn assert_exactly_once(broker: &Broker, days: usize) {
     let days_by_partition = topic_days(&broker.cluster());
     let mut dates: Vec<_> = days_by_partition
         .values()
-        .flatten()
+        .flat_map(|p| &p.days)
         .map(|d| d.date)
         .collect();
     dates.sort();
@@ -50,7 +48,7 @@ fn assert_exactly_once(broker: &Broker, days: usize) {
     assert_eq!(dates, expected);
     let weather = Weather::new(1);
     for (&partition, readings) in &days_by_partition {
-        for reading in readings {
+        for reading in &readings.days {
             let key = month_name(reading.date.month());
             assert_eq!(partition_for(key.as_bytes(), 4), partition, "{reading:?}");
             assert_eq!(reading.degrees, weather.degrees(reading.date));
@@ -178,14 +176,13 @@ fn progress_is_a_live_line_on_a_terminal_and_log_lines_otherwise() {
 #[test]
 fn ctrl_c_while_the_broker_is_away_stops_soon_says_what_is_unconfirmed_and_loses_nothing() {
     let mut broker = Broker::start();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let mut producer = broker
-        .weather()
-        .args(["produce", "--reset", "--delay-ms", "2"])
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .expect("start the producer");
+    let logs = tempfile::tempdir().unwrap();
+    let mut producer = Logged::spawn(
+        broker
+            .weather()
+            .args(["produce", "--reset", "--delay-ms", "2"]),
+        logs.path().join("producer.log"),
+    );
     let cluster = broker.cluster();
     wait_for("days in the topic", GUARD, || {
         all_dates(&cluster).len() >= 200
@@ -193,24 +190,14 @@ fn ctrl_c_while_the_broker_is_away_stops_soon_says_what_is_unconfirmed_and_loses
     drop(cluster);
     broker.stop();
     // Past the first retry, while days still queue up behind the failed batches.
-    let stderr = || std::fs::read_to_string(log.path()).unwrap();
     wait_for("the producer to notice", GUARD, || {
-        stderr().contains("retrying")
+        producer.printed().contains("retrying")
     });
     std::thread::sleep(Duration::from_millis(500));
-    let interrupted = std::process::Command::new("kill")
-        .args(["-INT", &producer.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(interrupted.success());
-    let mut status = None;
-    wait_for("the producer to stop", GUARD, || {
-        status = producer.try_wait().unwrap();
-        status.is_some()
-    });
+    producer.interrupt();
+    producer.wait_ok("the producer to stop on Ctrl-C");
     // Without its own stop, the producer would go on retrying and end in an error instead.
-    let stderr = stderr();
-    assert!(status.unwrap().success(), "{stderr}");
+    let stderr = producer.printed();
     let line = stderr
         .lines()
         .find(|l| l.contains("not confirmed by the broker"))

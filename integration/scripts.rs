@@ -6,9 +6,8 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use support::{free_port, run_ok, wait_for};
+use support::{GUARD, Logged, free_port, run_ok, wait_for};
 
 fn broker_script(port: u16, dir: &std::path::Path, action: &str) -> std::process::Output {
     Command::new("bash")
@@ -105,49 +104,36 @@ fn demo_runs_the_pipeline_on_a_new_broker_and_stops_cleanly_on_ctrl_c() {
     let demo_dir = tempfile::tempdir().unwrap();
     let (port, dashboard) = (free_port(), free_port());
     let _down = Down(port, broker_dir.path());
-    let log = demo_dir.path().join("demo.log");
-    let output = std::fs::File::create(&log).unwrap();
-    let mut demo = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
-        .env("KAFKA_PORT", port.to_string())
-        .env("BROKER_DIR", broker_dir.path())
-        .env("DEMO_DIR", demo_dir.path())
-        .env("DASHBOARD", format!("127.0.0.1:{dashboard}"))
-        .env("WEATHER", env!("CARGO_BIN_EXE_weather"))
-        .env_remove("KAFKA_BROKERS")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
-        .stderr(output)
-        .spawn()
-        .expect("start scripts/demo.sh");
-    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut demo = Logged::spawn(
+        Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
+            .env("KAFKA_PORT", port.to_string())
+            .env("BROKER_DIR", broker_dir.path())
+            .env("DEMO_DIR", demo_dir.path())
+            .env("DASHBOARD", format!("127.0.0.1:{dashboard}"))
+            .env("WEATHER", env!("CARGO_BIN_EXE_weather"))
+            .env_remove("KAFKA_BROKERS")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null()),
+        demo_dir.path().join("demo.log"),
+    );
 
     // On a broker with no topic yet, both consumers start and the chart gets drawn.
     let chart = demo_dir.path().join("month.svg");
-    wait_for("month.svg from the demo", Duration::from_secs(120), || {
+    wait_for("month.svg from the demo", GUARD, || {
         assert!(
-            demo.try_wait().unwrap().is_none(),
+            demo.is_running(),
             "the demo ended by itself: {}",
-            said()
+            demo.printed()
         );
         chart.exists()
     });
     let stats = http_get(dashboard, "/api/stats").expect("the dashboard answers");
     assert!(stats.starts_with("HTTP/1.1 200"), "{stats}");
 
-    let interrupted = Command::new("kill")
-        .args(["-INT", &demo.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let mut status = None;
-    wait_for("the demo to stop", Duration::from_secs(60), || {
-        status = demo.try_wait().unwrap();
-        status.is_some()
-    });
-    let said = said();
-    assert!(status.unwrap().success(), "{said}");
+    demo.interrupt();
+    demo.wait_ok("the demo to stop on Ctrl-C");
+    let said = demo.printed();
     assert!(said.contains("demo stopped"), "{said}");
     assert!(!said.contains("error"), "{said}");
     assert!(

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -154,7 +153,6 @@ def main():
     if not Path(WEATHER).exists():
         raise SystemExit(f"bench: {WEATHER} missing; `make build` first")
     broker = Broker()
-    rows = []
     try:
         say(f"broker on {broker.address}; {DAYS} days")
 
@@ -186,7 +184,7 @@ def main():
         for client in ["confluent", "kafka-python", "broker-limit"]:
             say(f"{client} produce")
             fresh_topic(broker)
-            result, seconds, rss = peer(broker, "produce", "--client", client, "--count", str(DAYS))
+            _, seconds, rss = peer(broker, "produce", "--client", client, "--count", str(DAYS))
             peers_produce[client] = DAYS / seconds
             peers_produce_rss[client] = rss
 

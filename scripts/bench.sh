@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make bench: builds weather, makes the peers' virtualenv once (.bench/venv), runs scripts/bench.py.
+# make bench (after `make build`): makes the peers' virtualenv once (.bench/venv), runs scripts/bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.bench/venv

@@ -270,23 +270,6 @@ impl PartitionFile {
         }
     }
 
-    /// Fails as `save` would if the folder does not let the file be replaced, by creating
-    /// and removing a file of this process's own; neither the partition file nor a `.tmp`
-    /// that another process may be saving through is touched.
-    pub fn check_writable(&self) -> Result<(), CheckpointError> {
-        let probe = self.dir.join(format!(
-            "partition-{}.json.probe-{}",
-            self.partition,
-            std::process::id()
-        ));
-        File::create(&probe)
-            .and_then(|_| fs::remove_file(&probe))
-            .map_err(|source| CheckpointError::Write {
-                path: self.dir.clone(),
-                source,
-            })
-    }
-
     /// Moves the file aside to `partition-N.json.bak` (for `--reset-state`); returns where.
     pub fn set_aside(&self) -> Result<Option<PathBuf>, CheckpointError> {
         let path = self.path();
@@ -302,6 +285,19 @@ impl PartitionFile {
 }
 
 /// Every `partition-N.json` in `dir`, by partition number.
+/// Fails as a save would if `dir` does not let partition files be replaced, by creating and
+/// removing a file of this process's own; no partition file, nor a `.tmp` that another
+/// process may be saving through, is touched.
+pub fn check_writable(dir: &Path) -> Result<(), CheckpointError> {
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    File::create(&probe)
+        .and_then(|_| fs::remove_file(&probe))
+        .map_err(|source| CheckpointError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
 pub fn partition_files(dir: &Path) -> Result<Vec<PartitionFile>, CheckpointError> {
     let read_err = |source| CheckpointError::Read {
         path: dir.to_path_buf(),

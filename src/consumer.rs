@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::{Checkpoint, CheckpointError, PartitionFile};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, PartitionFile};
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, GroupError, GroupOptions};
 use crate::kafka::{Cluster, Fetched, KafkaError, Partition, is_offset_out_of_range};
@@ -150,13 +150,16 @@ pub async fn run_group(
     .await
 }
 
-/// Checks the topic exists and makes the state folder; returns the partition count.
+/// Checks the topic exists and makes the state folder, or checks it lets files be replaced
+/// (a save that cannot happen would otherwise surface only after the first fetch); returns
+/// the partition count.
 async fn prepare(cluster: &Cluster, options: &ConsumeOptions) -> Result<i32, ConsumeError> {
     let count = cluster.require_topic(&options.topic).await?;
     std::fs::create_dir_all(&options.state_dir).map_err(|source| ConsumeError::StateDir {
         path: options.state_dir.clone(),
         source,
     })?;
+    checkpoint::check_writable(&options.state_dir)?;
     Ok(count)
 }
 
@@ -223,8 +226,6 @@ async fn starting_point(
             tmp.display()
         ));
     }
-    // A save that cannot happen would otherwise surface only after the first fetch.
-    file.check_writable()?;
     let checkpoint = match loaded {
         None => {
             notes.push(format!(

@@ -344,14 +344,7 @@ impl Snapshot {
                     FileState::Loaded(c) => {
                         view.offset = Some(c.offset);
                         view.last_date = c.stats.last_date().map(format_date);
-                        view.days = Some(
-                            c.stats
-                                .months
-                                .values()
-                                .flat_map(|y| y.values())
-                                .map(|m| m.count)
-                                .sum(),
-                        );
+                        view.days = Some(c.stats.days());
                         view.lag = end.map(|end| (end - c.offset).max(0));
                     }
                     FileState::Missing => view.file = "missing",

@@ -213,6 +213,8 @@ struct Status {
     task: tokio::task::JoinHandle<()>,
     acked: Arc<Acked>,
     before: u64,
+    /// Drawing a live line on a terminal, rather than logging.
+    live: bool,
 }
 
 impl Status {
@@ -239,6 +241,7 @@ impl Status {
             task,
             acked,
             before,
+            live,
         }
     }
 
@@ -246,7 +249,7 @@ impl Status {
     /// latest of this session's.
     fn stop(self) -> (u64, Option<Date>) {
         self.task.abort();
-        if std::io::stderr().is_terminal() {
+        if self.live {
             let _ = write!(std::io::stderr(), "\r\x1b[2K");
         }
         let (days, last) = self.acked.get();

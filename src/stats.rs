@@ -141,6 +141,15 @@ impl PartitionStats {
             .collect()
     }
 
+    /// Days counted, in all months and years.
+    pub fn days(&self) -> u64 {
+        self.months
+            .values()
+            .flat_map(|years| years.values())
+            .map(|m| m.count)
+            .sum()
+    }
+
     /// The latest date counted, in any month.
     pub fn last_date(&self) -> Option<Date> {
         self.months

@@ -93,12 +93,7 @@ pub async fn run(
             ));
         } else {
             let recomputed = recompute(&partition, checkpoint.offset).await?;
-            verdict.reports = recomputed
-                .months
-                .values()
-                .flat_map(|years| years.values())
-                .map(|m| m.count)
-                .sum();
+            verdict.reports = recomputed.days();
             verdict.problems = checkpoint.stats.differences(&recomputed);
         }
         verdicts.push(verdict);

@@ -190,20 +190,62 @@ pub fn run_ok(command: &mut Command) -> Output {
     output
 }
 
-/// Runs a command that must fail, and returns its error line (the last line on stderr).
-pub fn run_err(command: &mut Command) -> String {
-    let output = command.output().expect("run weather");
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(
-        !output.status.success(),
-        "{command:?} should have failed; stderr:\n{stderr}"
-    );
-    let line = stderr.lines().last().unwrap_or_default().to_string();
-    assert!(
-        line.starts_with("error: "),
-        "last stderr line is not an error: {stderr}"
-    );
-    line
+/// How long a test waits for something that should take seconds (a guard, not a target).
+pub const GUARD: Duration = Duration::from_secs(120);
+
+/// A child whose output goes to a file, so a long run never blocks on a full pipe; killed
+/// when dropped, so a failing test leaves nothing running.
+pub struct Logged {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Logged {
+    /// Starts `command` with its stdout and stderr both going to `log`.
+    pub fn spawn(command: &mut Command, log: PathBuf) -> Logged {
+        let file = File::create(&log).expect("log file");
+        let child = command
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        Logged { child, log }
+    }
+
+    /// Everything it printed so far.
+    pub fn printed(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits for the program to exit by itself, and insists that it succeeded.
+    pub fn wait_ok(&mut self, what: &str) {
+        let mut status = None;
+        wait_for(what, GUARD, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        let status = status.expect("exited");
+        assert!(status.success(), "{what}: {status}\n{}", self.printed());
+    }
+
+    /// Sends SIGINT, as Ctrl-C would.
+    pub fn interrupt(&mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
 }
 
 /// Kills a running child with SIGKILL and reaps it.
@@ -233,40 +275,4 @@ pub fn folder_bytes(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
             Err(error) => panic!("{}: {error}", e.path().display()),
         })
         .collect()
-}
-
-/// One partition as the topic holds it: its end offset and every report in it, in order.
-pub struct PartitionDays {
-    pub end: i64,
-    pub days: Vec<weather_stream::stats::DayReading>,
-}
-
-/// Every report in `topic`, read straight from the broker: the checker's view, not a program's.
-pub fn topic_days(
-    cluster: &Cluster,
-    topic: &str,
-) -> std::collections::BTreeMap<i32, PartitionDays> {
-    use weather_stream::stats::DayReading;
-    runtime().block_on(async {
-        let count = cluster.require_topic(topic).await.expect("topic exists");
-        let mut all = std::collections::BTreeMap::new();
-        for id in 0..count {
-            let partition = cluster.partition(topic, id).await.expect("partition");
-            let (mut offset, end) = partition.offsets().await.expect("offsets");
-            let mut days = Vec::new();
-            while offset < end {
-                let fetched = partition
-                    .fetch(offset, 1 << 20, Duration::from_millis(100))
-                    .await
-                    .expect("fetch");
-                for r in &fetched.records {
-                    let (key, value) = (r.record.key.as_deref(), r.record.value.as_deref());
-                    days.extend(DayReading::from_record(key, value).ok());
-                    offset = r.offset + 1;
-                }
-            }
-            all.insert(id, PartitionDays { end, days });
-        }
-        all
-    })
 }

@@ -8,28 +8,32 @@ use weather_stream::stats::DayReading;
 
 use super::runtime;
 
-/// Every report in the topic, per partition in offset order.
-pub fn topic_days(cluster: &Cluster) -> BTreeMap<i32, Vec<DayReading>> {
+/// One partition as the topic holds it: its end offset and every report in it, in order.
+pub struct PartitionDays {
+    pub end: i64,
+    pub days: Vec<DayReading>,
+}
+
+/// Every report in the topic, read straight from the broker: the checker's view, not a
+/// program's.
+pub fn topic_days(cluster: &Cluster) -> BTreeMap<i32, PartitionDays> {
     runtime().block_on(async {
         let count = cluster.require_topic("temperatures").await.unwrap();
-        let mut days = BTreeMap::new();
+        let mut all = BTreeMap::new();
         for id in 0..count {
             let partition = cluster.partition("temperatures", id).await.unwrap();
             let (earliest, end) = partition.offsets().await.unwrap();
-            let mut readings = Vec::new();
+            let mut days = Vec::new();
             partition
                 .scan(earliest, end, |r| {
-                    if let Ok(day) =
-                        DayReading::from_record(r.record.key.as_deref(), r.record.value.as_deref())
-                    {
-                        readings.push(day);
-                    }
+                    let (key, value) = (r.record.key.as_deref(), r.record.value.as_deref());
+                    days.extend(DayReading::from_record(key, value).ok());
                 })
                 .await
                 .unwrap();
-            days.insert(id, readings);
+            all.insert(id, PartitionDays { end, days });
         }
-        days
+        all
     })
 }
 
@@ -37,7 +41,7 @@ pub fn topic_days(cluster: &Cluster) -> BTreeMap<i32, Vec<DayReading>> {
 pub fn all_dates(cluster: &Cluster) -> Vec<Date> {
     let mut dates: Vec<Date> = topic_days(cluster)
         .into_values()
-        .flatten()
+        .flat_map(|p| p.days)
         .map(|d| d.date)
         .collect();
     dates.sort();
