@@ -1,23 +1,34 @@
 # weather-stream: `make demo` runs everything, `make test` tests everything.
-# The programs talk to $(KAFKA_BROKERS); the embedded broker listens on 127.0.0.1:$(KAFKA_PORT).
+# The programs talk to $(KAFKA_BROKERS); a broker started here listens on 127.0.0.1:$(KAFKA_PORT)
+# (three nodes: KAFKA_PORT, KAFKA_PORT+2, KAFKA_PORT+4).
 
 KAFKA_PORT ?= 9092
-KAFKA_BROKERS ?= 127.0.0.1:$(KAFKA_PORT)
-export KAFKA_PORT KAFKA_BROKERS
-P ?= 0,1,2,3
-# embedded: Tansu (scripts/broker.sh); docker or cluster: Apache Kafka in Docker (scripts/docker.sh)
+# embedded: Tansu (scripts/broker.sh); kafka or kafka-cluster: Apache Kafka from its jars
+# (scripts/kafka.sh); docker or docker-cluster: Apache Kafka in Docker (scripts/docker.sh).
 BROKER ?= embedded
-BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,scripts/docker.sh $(BROKER))
+THREE_NODES = $(filter kafka-cluster docker-cluster,$(BROKER))
+KAFKA_BROKERS ?= $(if $(THREE_NODES),127.0.0.1:$(KAFKA_PORT)$(COMMA)127.0.0.1:$(shell echo $$(($(KAFKA_PORT)+2)))$(COMMA)127.0.0.1:$(shell echo $$(($(KAFKA_PORT)+4))),127.0.0.1:$(KAFKA_PORT))
+COMMA := ,
+export KAFKA_PORT KAFKA_BROKERS BROKER
+P ?= 0,1,2,3
+BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,$(if $(filter kafka kafka-cluster,$(BROKER)),scripts/kafka.sh,scripts/docker.sh))
+# Integration suites that run once per broker (WEATHER_TEST_BROKER picks it); the cluster and
+# Java-interop suites need Apache Kafka itself and run in the Kafka pass only.
+BROKER_SUITES = pipeline producer faults groups dashboard scripts
+KAFKA_SUITES = cluster interop
 ARGS ?=
 WEATHER := target/release/weather
 
-.PHONY: help build install up down produce debug consume plot verify serve demo test bench lint clean
+.PHONY: help build install up down produce debug consume plot verify serve demo test test-unit test-tansu test-kafka bench lint clean
 
 help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
-	@echo "make test              every test (installs the broker first if missing)"
+	@echo "make test              every test, on Tansu and on Apache Kafka (installs both if missing)"
+	@echo "make test-tansu        unit tests, then the integration suites on Tansu only"
+	@echo "make test-kafka        the integration suites on Apache Kafka (one node; cluster tests on three)"
 	@echo "make up / make down    start / stop the embedded broker (Tansu) on 127.0.0.1:$(KAFKA_PORT)"
-	@echo "make up BROKER=docker  Apache Kafka in Docker instead (BROKER=cluster: three brokers)"
+	@echo "make up BROKER=kafka   Apache Kafka itself from Maven Central (BROKER=kafka-cluster: three nodes)"
+	@echo "make up BROKER=docker  Apache Kafka in Docker (BROKER=docker-cluster: three brokers)"
 	@echo "make produce           publish one report a day (ARGS='--count 3650 --delay-ms 0 --reset')"
 	@echo "make debug             print what arrives, as group 'debug' (ARGS='--from-beginning')"
 	@echo "make consume P=0,2     keep statistics for partitions 0 and 2 in state/"
@@ -35,10 +46,10 @@ install:
 	cargo install --path . --locked
 
 up:
-	@$(BROKER_SCRIPT) up
+	@$(BROKER_SCRIPT) up $(BROKER)
 
 down:
-	@$(BROKER_SCRIPT) down
+	@$(BROKER_SCRIPT) down $(BROKER)
 
 produce: build
 	$(WEATHER) produce $(ARGS)
@@ -61,10 +72,20 @@ serve: build
 demo:
 	@scripts/demo.sh
 
-# Integration tests start their own broker on a free port; they need the tansu binary.
-test:
+# Integration tests start their own brokers on free ports: Tansu, then Apache Kafka.
+test: test-tansu test-kafka
+
+test-unit:
+	cargo test --lib --bins --quiet
+	cargo test --test docker --quiet
+
+test-tansu: test-unit
 	@scripts/broker.sh install
-	cargo test --all-targets
+	WEATHER_TEST_BROKER=tansu cargo test $(addprefix --test ,$(BROKER_SUITES))
+
+test-kafka:
+	@scripts/kafka.sh install
+	WEATHER_TEST_BROKER=kafka cargo test $(addprefix --test ,$(BROKER_SUITES) $(KAFKA_SUITES))
 
 # A broker of its own on a free port; peers from a virtualenv it makes in .bench/.
 bench: build

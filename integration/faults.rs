@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
 use support::topic::{consecutive, topic_days};
-use support::{Broker, GUARD, Logged, folder_bytes, kill, run_ok, runtime, wait_for};
+use support::{Broker, GUARD, KillOnDrop, Logged, folder_bytes, kill, run_ok, runtime, wait_for};
 use time::macros::date;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, PartitionFile};
@@ -180,13 +180,13 @@ fn a_consumer_sigkilled_at_random_moments_counts_every_day_once() {
     let mut progress = offsets(state.path());
     let mut mid_replace = 0;
     for round in 0..KILLS {
-        let mut consumer = broker
-            .weather()
-            .args(["consume", "0,1,2,3", "--fetch-bytes", "300"])
-            .args(["--state-dir", state_dir])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut consumer = KillOnDrop::spawn(
+            broker
+                .weather()
+                .args(["consume", "0,1,2,3", "--fetch-bytes", "300"])
+                .args(["--state-dir", state_dir])
+                .stderr(Stdio::null()),
+        );
         let at_a_save = !rng.bool();
         if !at_a_save {
             std::thread::sleep(Duration::from_millis(rng.u64(20..600)));

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use support::{Broker, kill, run_ok, runtime};
+use support::{Broker, KillOnDrop, kill, run_ok, runtime};
 use weather_stream::checkpoint;
 
 const GUARD: Duration = Duration::from_secs(90);
@@ -303,11 +303,7 @@ fn group_stats_members_stay_exact_when_one_dies_midway() {
     // More days arrive while one member dies without saving anything more.
     let mut producer = broker.weather();
     producer.args(["produce", "--count", "300", "--delay-ms", "5"]);
-    let mut producer = producer
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut producer = KillOnDrop::spawn(producer.stdout(Stdio::null()).stderr(Stdio::null()));
     let held_by_b = b.assigned().unwrap();
     wait_seeing(
         "the doomed member to have saved something",

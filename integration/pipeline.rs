@@ -10,7 +10,7 @@ use std::time::Duration;
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
 use support::topic::{all_dates, consecutive};
-use support::{Broker, folder_bytes, kill, run_ok, runtime, wait_for};
+use support::{Broker, KillOnDrop, folder_bytes, kill, run_ok, runtime, wait_for};
 use time::macros::date;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile};
@@ -133,20 +133,20 @@ fn a_consumer_killed_and_restarted_ends_identical_to_one_uninterrupted_run() {
                 .args(["produce", "--count", "900", "--delay-ms", "0"]),
         );
         let before = merged_checkpoints(interrupted.path());
-        let mut child = broker
-            .weather()
-            .args([
-                "consume",
-                "0",
-                "1",
-                "2",
-                "3",
-                "--state-dir",
-                &dir(&interrupted),
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop::spawn(
+            broker
+                .weather()
+                .args([
+                    "consume",
+                    "0",
+                    "1",
+                    "2",
+                    "3",
+                    "--state-dir",
+                    &dir(&interrupted),
+                ])
+                .stderr(Stdio::null()),
+        );
         wait_for(&format!("progress in round {round}"), GUARD, || {
             merged_checkpoints(interrupted.path()) != before
         });
@@ -334,12 +334,12 @@ fn a_paced_producer_and_a_running_consumer_stop_cleanly_on_ctrl_c() {
         consecutive(date!(2000 - 03 - 01), 5)
     );
 
-    let consumer = broker
-        .weather()
-        .args(["consume", "0", "--state-dir", state_dir])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let consumer = KillOnDrop::spawn(
+        broker
+            .weather()
+            .args(["consume", "0", "--state-dir", state_dir])
+            .stderr(Stdio::piped()),
+    );
     let file = PartitionFile::new(state.path(), 0);
     wait_for("the consumer's first checkpoint", GUARD, || {
         file.load().ok().flatten().is_some_and(|c| c.offset == 5)
@@ -349,7 +349,7 @@ fn a_paced_producer_and_a_running_consumer_stop_cleanly_on_ctrl_c() {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = consumer.wait_with_output().unwrap();
+    let output = consumer.into_child().wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(

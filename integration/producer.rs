@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::proxy::FaultProxy;
 use support::topic::{all_dates, consecutive, topic_days};
-use support::{Broker, GUARD, Logged, free_port, kill, run_ok, wait_for};
+use support::{Broker, GUARD, KillOnDrop, Kind, Logged, free_port, kill, run_ok, wait_for};
 
 use time::macros::date;
 use weather_stream::kafka::partitioner::partition_for;
@@ -59,7 +59,7 @@ fn assert_exactly_once(broker: &Broker, days: usize) {
 #[test]
 fn cut_connections_and_lost_answers_leave_every_day_exactly_once() {
     let (broker_port, proxy_port) = (free_port(), free_port());
-    let broker = Broker::start_advertising(broker_port, proxy_port);
+    let broker = Broker::start_advertising(Kind::from_env(), broker_port, proxy_port);
     let seed = fastrand::u64(..);
     println!("fault seed {seed}");
     let proxy = FaultProxy::start(proxy_port, broker_port, 0.08, 30, seed);
@@ -104,13 +104,13 @@ fn a_producer_killed_at_random_moments_resumes_without_gaps_or_doubles() {
     for round in 0..8 {
         // Flat out (many batches in flight when it dies) and paced, in turn.
         let delay = if round % 2 == 0 { "0" } else { "1" };
-        let mut producer = broker
-            .weather()
-            .args(["produce", "--count", "1000000", "--delay-ms", delay])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the producer");
+        let mut producer = KillOnDrop::spawn(
+            broker
+                .weather()
+                .args(["produce", "--count", "1000000", "--delay-ms", delay])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         std::thread::sleep(Duration::from_millis(rng.u64(100..700)));
         kill(&mut producer);
     }

@@ -1,172 +1,57 @@
-//! Test support: a real Tansu broker per test on a free loopback port, and the `weather`
-//! binary run against it.
+//! Test support: a real broker per test on free loopback ports (`broker`), the `weather`
+//! binary run against it, and the checks a skeptic makes of what it wrote (`topic`).
 
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
+pub mod broker;
 pub mod proxy;
 pub mod topic;
-use weather_stream::kafka::Cluster;
-use weather_stream::shutdown::Shutdown;
 
-const INSTALL_HINT: &str = "install it with `cargo install tansu --version 0.6.0 --locked --features libsql,dynostore` \
-     (`make test` does this for you), or point TANSU at the binary";
-
-/// The tansu binary: $TANSU, else on PATH, else in cargo's bin folder.
-fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return PathBuf::from(path);
-    }
-    let cargo_bin = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .map(|home| home.join("bin"));
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(cargo_bin)
-        .map(|dir| dir.join("tansu"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("the Tansu broker binary was not found: {INSTALL_HINT}"))
-}
-
-/// A Tansu broker with SQLite storage in a temporary folder, stopped on drop.
-pub struct Broker {
-    child: Option<Child>,
-    dir: TempDir,
-    pub port: u16,
-    /// The port the broker tells clients to use: its own, or a proxy's in front of it.
-    advertised: u16,
-}
-
-impl Broker {
-    pub fn start() -> Broker {
-        let port = free_port();
-        Self::start_advertising(port, port)
-    }
-
-    /// A broker on `port` that sends clients to `advertised` (a proxy) for every request
-    /// after the first.
-    pub fn start_advertising(port: u16, advertised: u16) -> Broker {
-        let dir = tempfile::tempdir().expect("temporary folder for the broker");
-        let mut broker = Broker {
-            child: None,
-            dir,
-            port,
-            advertised,
-        };
-        broker.launch();
-        broker
-    }
-
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn launch(&mut self) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("tansu.log"))
-            .expect("broker log file");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
-        // Tansu 0.6.0 mangles absolute SQLite paths, so it runs from its data folder.
-        let child = Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &advertised,
-            ])
-            .args(["--storage-engine", "sqlite://./tansu.db"])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tansu ({e}): {INSTALL_HINT}"));
-        self.child = Some(child);
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("tansu exited at start ({status}): {}", self.log());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "tansu did not listen within 60 s: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stops the broker, keeping its data.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port with the same data.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.launch();
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
-    }
-
-    /// A library connection, for reading the topic the way a checker would.
-    pub fn cluster(&self) -> Cluster {
-        let (_trigger, shutdown) = Shutdown::new();
-        runtime()
-            .block_on(Cluster::connect(
-                &self.address(),
-                Duration::from_secs(30),
-                &shutdown,
-            ))
-            .expect("connect to the test broker")
-    }
-
-    /// `weather` with this broker as its bootstrap server.
-    pub fn weather(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_weather"));
-        command
-            .env("KAFKA_BROKERS", self.address())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
-        command
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+#[allow(unused_imports)]
+pub use broker::{Broker, Kind};
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    broker::free_ports(1)[0]
+}
+
+impl Broker {
+    /// `weather produce --count DAYS --delay-ms 0`, run to completion.
+    pub fn produce(&self, days: u64) -> Output {
+        run_ok(
+            self.weather()
+                .args(["produce", "--count", &days.to_string(), "--delay-ms", "0"]),
+        )
+    }
+
+    /// `weather consume PARTITIONS --until-caught-up --state-dir DIR`, run to completion.
+    pub fn catch_up(&self, partitions: &str, state_dir: &Path) -> Output {
+        run_ok(
+            self.weather()
+                .args(["consume", partitions, "--until-caught-up", "--state-dir"])
+                .arg(state_dir),
+        )
+    }
+
+    /// `weather verify --state-dir DIR`, insisting that every file matches the topic.
+    pub fn verify(&self, state_dir: &Path) -> Output {
+        run_ok(
+            self.weather()
+                .arg("verify")
+                .arg("--state-dir")
+                .arg(state_dir),
+        )
+    }
+
+    /// Every report in the topic, read straight from the broker.
+    pub fn topic(&self) -> std::collections::BTreeMap<i32, topic::PartitionDays> {
+        topic::topic_days(&self.cluster())
+    }
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -196,7 +81,7 @@ pub const GUARD: Duration = Duration::from_secs(120);
 /// A child whose output goes to a file, so a long run never blocks on a full pipe; killed
 /// when dropped, so a failing test leaves nothing running.
 pub struct Logged {
-    child: Child,
+    child: KillOnDrop,
     log: PathBuf,
 }
 
@@ -204,11 +89,11 @@ impl Logged {
     /// Starts `command` with its stdout and stderr both going to `log`.
     pub fn spawn(command: &mut Command, log: PathBuf) -> Logged {
         let file = File::create(&log).expect("log file");
-        let child = command
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        let child = KillOnDrop::spawn(
+            command
+                .stdout(file.try_clone().expect("log file"))
+                .stderr(file),
+        );
         Logged { child, log }
     }
 
@@ -242,9 +127,41 @@ impl Logged {
     }
 }
 
-impl Drop for Logged {
+/// A child killed when dropped, so a test that fails halfway leaves nothing running.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn spawn(command: &mut Command) -> KillOnDrop {
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+        KillOnDrop(Some(child))
+    }
+
+    /// The child itself, for a test that waits for it to end.
+    pub fn into_child(mut self) -> Child {
+        self.0.take().expect("a child until dropped")
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a child until dropped")
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a child until dropped")
+    }
+}
+
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        kill(&mut self.child);
+        if let Some(child) = &mut self.0 {
+            kill(child);
+        }
     }
 }
 

@@ -1,6 +1,10 @@
-//! The one place retry delays are decided: exponential backoff with jitter.
+//! The one place retry delays are decided: exponential backoff with jitter, on a few named
+//! curves, for rskafka's requests and ours alike.
 
 use std::time::Duration;
+
+/// Retries of one produced batch (or one connection attempt) before the producer gives up.
+pub const DELIVERY_RETRIES: u32 = 10;
 
 /// How long to wait before the next try; doubles after each failure up to `max`.
 #[derive(Debug, Clone)]
@@ -34,8 +38,25 @@ impl Backoff {
 }
 
 impl Default for Backoff {
+    /// For loops that retry until stopped (fetching, finding a coordinator): quick at first,
+    /// then every few seconds, so a returning broker is noticed soon.
     fn default() -> Self {
         Self::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+}
+
+impl Backoff {
+    /// For the producer's bounded retries: `DELIVERY_RETRIES` tries spread over about 80 s,
+    /// long enough for an Apache Kafka node to restart after a crash (log recovery and all, 20
+    /// s and more on two loaded cores) or a new leader to be elected. The Java producer's
+    /// `delivery.timeout.ms` (120 s) is the same idea.
+    pub fn delivery() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(30))
+    }
+
+    /// For rejoining a group that is rebalancing: the other members are seconds away.
+    pub fn rejoin() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(1))
     }
 }
 
@@ -53,6 +74,15 @@ pub fn rskafka_config(deadline: Duration) -> rskafka::BackoffConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_retries_ride_out_a_broker_restart() {
+        // Ten tries must span most of a minute even with the jitter at its lowest (-25%), or
+        // a restarting Kafka node outlasts the producer.
+        let mut backoff = Backoff::delivery();
+        let total: Duration = (0..DELIVERY_RETRIES).map(|_| backoff.next_delay()).sum();
+        assert!(total >= Duration::from_secs(45), "{total:?}");
+    }
 
     #[test]
     fn delays_grow_to_the_cap_and_reset() {

@@ -283,7 +283,7 @@ impl Member {
         let group = self.options.group.clone();
         let metadata = assignor::encode_subscription(std::slice::from_ref(&self.options.topic))
             .map_err(|reason| self.protocol("encoding our subscription", reason))?;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut backoff = Backoff::rejoin();
         let held = self.generation;
         for _ in 0..JOIN_ATTEMPTS {
             let request = JoinGroupRequest::default()

@@ -43,9 +43,9 @@ use super::wire::{Connection, Pending, WireError};
 /// Batches a partition may have sent and not yet seen answered; Kafka keeps the last five
 /// batches of each producer to recognise duplicates, so more would lose that guarantee.
 pub const MAX_IN_FLIGHT: usize = 5;
-/// Retries of one batch (or one connection attempt) before the producer gives up; with the
-/// backoff's curve that rides out about half a minute of broker outage.
-pub const MAX_RETRIES: u32 = 10;
+/// Retries of one batch (or one connection attempt) before the producer gives up; on the
+/// backoff's delivery curve that rides out more than a minute of broker outage.
+pub const MAX_RETRIES: u32 = super::backoff::DELIVERY_RETRIES;
 
 /// Version 3 is the first with record batches v2, which carry producer ids; 12 and 13 name
 /// topics by id only. Metadata from version 4, the first that can ask for no auto-creation.
@@ -198,7 +198,7 @@ impl IdempotentProducer {
                 in_flight: FuturesOrdered::new(),
                 failed: None,
                 failures: 0,
-                backoff: Backoff::default(),
+                backoff: Backoff::delivery(),
             };
             queues.push(tx);
             tasks.push(tokio::spawn(sender.run(rx)));
@@ -290,7 +290,7 @@ impl IdempotentProducer {
 /// Asks the bootstrap brokers in turn for a producer id, retrying what may pass (a broker
 /// restarting, a coordinator still loading) with backoff, and failing at once on the rest.
 async fn init_producer_id(bootstrap: &[String]) -> Result<(i64, i16), SendError> {
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::delivery();
     let mut tries = 0;
     loop {
         let mut last = SendError::InitProducerId {

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# Apache Kafka itself (KRaft, no ZooKeeper, no Docker), run from its own jars on Maven Central.
+#   scripts/kafka.sh install                  assemble Kafka's jars into .kafka/VERSION/lib (once)
+#   scripts/kafka.sh up kafka|kafka-cluster   start one node or three, formatting on first start;
+#                                             only the nodes not running are started, then all are
+#                                             waited on until they answer
+#   scripts/kafka.sh down kafka|kafka-cluster stop them (data kept)
+#   scripts/kafka.sh status kafka|kafka-cluster
+#   scripts/kafka.sh tool CLASS [ARGS...]     one of Kafka's own tools, e.g.
+#                                             org.apache.kafka.tools.TopicCommand --describe ...
+#
+# Ports (all on 127.0.0.1): one node listens on $KAFKA_PORT (default 9092), its controller on the
+# next port. Three nodes listen on KAFKA_PORT, KAFKA_PORT+2 and KAFKA_PORT+4 (9092, 9094, 9096),
+# each controller on the port after its node's. KAFKA_PORTS and KAFKA_CONTROLLER_PORTS
+# (comma-separated, one per node) place the nodes by hand, as the tests do on free ports, and
+# KAFKA_ADVERTISED_PORTS sends clients elsewhere (a proxy in front of a node).
+# Data, logs and pid files live in $KAFKA_DIR (default .kafka/kafka or .kafka/kafka-cluster).
+# KAFKA_HEAP (default -Xmx512m) sizes each node's Java heap.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HERE=$ROOT/scripts/kafka
+# The version the tests run and docker/ pins; change it here and in the pom.
+VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")
+LIB=${KAFKA_LIB:-$ROOT/.kafka/$VERSION/lib}
+PORT=${KAFKA_PORT:-9092}
+HEAP=${KAFKA_HEAP:--Xmx512m}
+
+say() { printf '%s\n' "$*"; }
+fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+java_bin() {
+  if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
+    printf '%s' "$JAVA_HOME/bin/java"
+  else
+    command -v java || true
+  fi
+}
+
+# Apache Kafka 4.x brokers and tools need Java 17 or later.
+check_java() {
+  local java version major
+  java=$(java_bin)
+  [ -n "$java" ] || fail "java not found: Apache Kafka $VERSION needs Java 17 or later (Debian: apt-get install openjdk-17-jre-headless)"
+  version=$("$java" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1)
+  major=${version%%.*}
+  [ "$major" = 1 ] && major=$(printf '%s' "$version" | cut -d. -f2)
+  if ! [ "${major:-0}" -ge 17 ] 2>/dev/null; then
+    fail "$java is Java ${version:-of unknown version}; Apache Kafka $VERSION needs Java 17 or later (set JAVA_HOME to one)"
+  fi
+}
+
+install() {
+  check_java
+  if [ -f "$LIB/.complete" ]; then
+    say "Apache Kafka $VERSION: $(ls "$LIB" | grep -c '\.jar$') jars in ${LIB#"$ROOT"/} (already assembled)"
+    return
+  fi
+  command -v mvn >/dev/null || fail "mvn not found: assembling Apache Kafka's jars needs Maven 3 (Debian: apt-get install maven)"
+  local started=$SECONDS work
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  cp "$HERE/pom.xml" "$work/pom.xml"
+  # Maven 3.8's default dependency plugin (2.8) cannot copy a runtime closure: name 3.x.
+  if ! (cd "$work" && mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+      -DoutputDirectory="$work/lib" -DincludeScope=runtime >"$work/mvn.log" 2>&1); then
+    tail -n 20 "$work/mvn.log" >&2
+    fail "Maven could not fetch Apache Kafka $VERSION's jars from Maven Central (above); check the network and run this again"
+  fi
+  mkdir -p "$(dirname "$LIB")"
+  rm -rf "$LIB"
+  mv "$work/lib" "$LIB"
+  touch "$LIB/.complete"
+  say "Apache Kafka $VERSION: $(ls "$LIB" | grep -c '\.jar$') jars assembled from Maven Central into ${LIB#"$ROOT"/} in $((SECONDS - started)) s"
+}
+
+# The java command line for Kafka's classpath, logging to $1/logs with log4j2 config $2.
+java_command() {
+  # shellcheck disable=SC2206
+  JAVA_COMMAND=("$(java_bin)" $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+    -Dkafka.logs.dir="$1/logs" -Dlog4j2.configurationFile="$HERE/$2" -cp "$LIB/*")
+}
+
+# Sets NODES (how many), PORTS, CONTROLLERS, ADVERTISED (arrays) and DIR for mode $1.
+layout() {
+  case "$1" in
+    kafka) NODES=1 ;;
+    kafka-cluster) NODES=3 ;;
+    *) fail "unknown broker ${1:-(none)}: use kafka (one node) or kafka-cluster (three)" ;;
+  esac
+  MODE=$1
+  DIR=${KAFKA_DIR:-$ROOT/.kafka/$MODE}
+  local i
+  PORTS=() CONTROLLERS=() ADVERTISED=()
+  if [ -n "${KAFKA_PORTS:-}" ]; then
+    IFS=, read -r -a PORTS <<<"$KAFKA_PORTS"
+    IFS=, read -r -a CONTROLLERS <<<"${KAFKA_CONTROLLER_PORTS:?KAFKA_PORTS needs KAFKA_CONTROLLER_PORTS}"
+  else
+    for ((i = 0; i < NODES; i++)); do
+      PORTS+=($((PORT + 2 * i)))
+      CONTROLLERS+=($((PORT + 2 * i + 1)))
+    done
+  fi
+  if [ -n "${KAFKA_ADVERTISED_PORTS:-}" ]; then
+    IFS=, read -r -a ADVERTISED <<<"$KAFKA_ADVERTISED_PORTS"
+  else
+    ADVERTISED=("${PORTS[@]}")
+  fi
+  [ "${#PORTS[@]}" = "$NODES" ] && [ "${#CONTROLLERS[@]}" = "$NODES" ] && [ "${#ADVERTISED[@]}" = "$NODES" ] ||
+    fail "$MODE has $NODES node(s): KAFKA_PORTS, KAFKA_CONTROLLER_PORTS and KAFKA_ADVERTISED_PORTS need one port each"
+}
+
+node_dir() { printf '%s/node-%s' "$DIR" "$1"; }
+
+running_pid() {
+  local pidfile
+  pidfile="$(node_dir "$1")/pid"
+  [ -f "$pidfile" ] || return 1
+  local pid
+  pid=$(cat "$pidfile")
+  # A killed JVM that nobody has reaped yet is not running.
+  kill -0 "$pid" 2>/dev/null && [[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]] && printf '%s' "$pid"
+}
+
+port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The node's server.properties: the shared settings, then its own.
+write_config() {
+  local id=$1 index=$(($1 - 1)) dir voters="" i
+  dir=$(node_dir "$id")
+  for ((i = 0; i < NODES; i++)); do
+    voters+="${voters:+,}$((i + 1))@127.0.0.1:${CONTROLLERS[$i]}"
+  done
+  {
+    cat "$HERE/server.properties"
+    echo
+    echo "# This node ($MODE, written by scripts/kafka.sh)"
+    echo "node.id=$id"
+    echo "listeners=PLAINTEXT://127.0.0.1:${PORTS[$index]},CONTROLLER://127.0.0.1:${CONTROLLERS[$index]}"
+    echo "advertised.listeners=PLAINTEXT://127.0.0.1:${ADVERTISED[$index]}"
+    echo "controller.quorum.voters=$voters"
+    echo "log.dirs=$dir/data"
+    if [ "$NODES" = 1 ]; then
+      # One node cannot hold three copies of the group and transaction logs.
+      echo "offsets.topic.replication.factor=1"
+      echo "transaction.state.log.replication.factor=1"
+      echo "transaction.state.log.min.isr=1"
+      echo "default.replication.factor=1"
+      echo "min.insync.replicas=1"
+    else
+      echo "offsets.topic.replication.factor=3"
+      echo "transaction.state.log.replication.factor=3"
+      echo "transaction.state.log.min.isr=2"
+      echo "default.replication.factor=3"
+      echo "min.insync.replicas=2"
+    fi
+  } >"$dir/server.properties"
+}
+
+# Formats a node's storage on its first start; every node of a cluster shares one cluster id.
+format_node() {
+  local id=$1 dir
+  dir=$(node_dir "$id")
+  [ -f "$dir/data/meta.properties" ] && return
+  if [ ! -f "$DIR/cluster.id" ]; then
+    # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding; like Kafka's
+    # own Uuid.randomUuid, never one starting with '-', which would read as an option.
+    local id=-
+    while [[ $id == -* ]]; do
+      id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    done
+    printf '%s' "$id" >"$DIR/cluster.id"
+  fi
+  java_command "$dir" log4j2.properties
+  if ! "${JAVA_COMMAND[@]}" kafka.tools.StorageTool format -t "$(cat "$DIR/cluster.id")" \
+      -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1; then
+    fail "formatting node $id's storage failed: $(tail -n 3 "$dir/logs/format.log" | tr '\n' ' ')"
+  fi
+}
+
+start_node() {
+  local id=$1 index=$(($1 - 1)) dir
+  dir=$(node_dir "$id")
+  for port in "${PORTS[$index]}" "${CONTROLLERS[$index]}"; do
+    # A node killed a moment ago may still hold its ports while its last threads exit.
+    for _ in $(seq 1 25); do
+      port_answers "$port" || break
+      sleep 0.2
+    done
+    if port_answers "$port"; then
+      fail "port $port on 127.0.0.1 is taken by another program: stop it, or move Kafka with KAFKA_PORT=19092"
+    fi
+  done
+  mkdir -p "$dir/data" "$dir/logs"
+  write_config "$id"
+  format_node "$id"
+  # Where this start's lines begin in the log, to wait for this start and not an earlier one.
+  wc -c <"$dir/logs/server.log" 2>/dev/null >"$dir/log.mark" || echo 0 >"$dir/log.mark"
+  # Its own session, so a Ctrl-C meant for make does not reach it; `node` execs java in place,
+  # so the pid recorded is the JVM's.
+  setsid "$0" node "$dir" >>"$dir/logs/stdout.log" 2>&1 </dev/null &
+  echo $! >"$dir/pid"
+}
+
+started_since_mark() {
+  local dir mark
+  dir=$(node_dir "$1")
+  mark=$(cat "$dir/log.mark" 2>/dev/null || echo 0)
+  tail -c +"$((mark + 1))" "$dir/logs/server.log" 2>/dev/null | grep -q "Kafka Server started"
+}
+
+up() {
+  layout "$1"
+  install >/dev/null
+  mkdir -p "$DIR"
+  local id started=() waiting=()
+  for ((id = 1; id <= NODES; id++)); do
+    if running_pid "$id" >/dev/null; then
+      continue
+    fi
+    start_node "$id"
+    started+=("$id")
+  done
+  if [ "${#started[@]}" = 0 ]; then
+    say "Apache Kafka $VERSION already running ($(describe)); make down BROKER=$MODE stops it"
+    return
+  fi
+  # A node of a cluster cannot finish starting without a quorum, so all start before any is waited on.
+  waiting=("${started[@]}")
+  local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120}))
+  while [ "${#waiting[@]}" -gt 0 ]; do
+    local still=()
+    for id in "${waiting[@]}"; do
+      if ! running_pid "$id" >/dev/null; then
+        fail "Kafka node $id exited at start; last lines of $(node_dir "$id")/logs: $(tail -n 3 "$(node_dir "$id")/logs/stdout.log" "$(node_dir "$id")/logs/server.log" 2>/dev/null | grep -v '^==>' | tr '\n' ' ')"
+      fi
+      started_since_mark "$id" || still+=("$id")
+    done
+    waiting=("${still[@]+"${still[@]}"}")
+    [ "${#waiting[@]}" = 0 ] && break
+    [ "$SECONDS" -lt "$deadline" ] ||
+      fail "Kafka node(s) ${waiting[*]} did not start within ${KAFKA_START_TIMEOUT:-120} s; see $DIR/node-*/logs/server.log, and make down BROKER=$MODE to stop them"
+    sleep 0.2
+  done
+  say "Apache Kafka $VERSION up: started node(s) ${started[*]} of $NODES ($(describe)); make down BROKER=$MODE stops it"
+}
+
+# "127.0.0.1:9092, data in .kafka/kafka" for the one-line messages.
+describe() {
+  local hosts="" i
+  for ((i = 0; i < NODES; i++)); do
+    hosts+="${hosts:+,}127.0.0.1:${ADVERTISED[$i]}"
+  done
+  printf 'KAFKA_BROKERS=%s, data and logs in %s' "$hosts" "${DIR#"$ROOT"/}"
+}
+
+down() {
+  layout "$1"
+  local id pid stopped=0
+  for ((id = 1; id <= NODES; id++)); do
+    pid=$(running_pid "$id") || { rm -f "$(node_dir "$id")/pid"; continue; }
+    kill "$pid"
+    stopped=$((stopped + 1))
+  done
+  for ((id = 1; id <= NODES; id++)); do
+    pid=$(running_pid "$id") || continue
+    # A controlled shutdown hands leadership over first; give it time, then insist.
+    for _ in $(seq 1 150); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    rm -f "$(node_dir "$id")/pid"
+  done
+  if [ "$stopped" = 0 ]; then
+    say "no Apache Kafka running from ${DIR#"$ROOT"/}"
+  else
+    say "Apache Kafka stopped ($stopped node(s); data kept in ${DIR#"$ROOT"/})"
+  fi
+}
+
+status() {
+  layout "$1"
+  local id pid down=0
+  for ((id = 1; id <= NODES; id++)); do
+    if pid=$(running_pid "$id"); then
+      say "node $id: running on 127.0.0.1:${PORTS[$((id - 1))]} (pid $pid)"
+    else
+      say "node $id: not running"
+      down=$((down + 1))
+    fi
+  done
+  [ "$down" = 0 ]
+}
+
+tool() {
+  [ $# -ge 1 ] || fail "usage: scripts/kafka.sh tool CLASS [ARGS...]"
+  check_java
+  [ -f "$LIB/.complete" ] || fail "Apache Kafka's jars are not assembled yet: run scripts/kafka.sh install"
+  HEAP=${KAFKA_TOOL_HEAP:--Xmx256m}
+  java_command /tmp tools-log4j2.properties
+  exec "${JAVA_COMMAND[@]}" "$@"
+}
+
+node() {
+  java_command "$1" log4j2.properties
+  exec "${JAVA_COMMAND[@]}" kafka.Kafka "$1/server.properties"
+}
+
+case "${1:-}" in
+  install) install ;;
+  up) up "${2:-kafka}" ;;
+  down) down "${2:-kafka}" ;;
+  status) status "${2:-kafka}" ;;
+  tool) shift; tool "$@" ;;
+  node) node "$2" ;;
+  version) say "$VERSION" ;;
+  *) fail "usage: scripts/kafka.sh install | up|down|status kafka|kafka-cluster | tool CLASS [ARGS...]" ;;
+esac
