@@ -130,11 +130,11 @@ pub struct ConsumeArgs {
     /// Set the partitions' state files aside (as .bak) and count from the earliest offset
     #[arg(long)]
     pub reset_state: bool,
-    /// Longest a fetch waits at the end of a partition for new records. Tansu 0.6.0 waits
-    /// this long even when records arrive sooner, so it bounds the end-to-end latency
-    #[arg(long, default_value_t = consumer::FETCH_WAIT.as_millis() as u64, value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub fetch_wait_ms: u64,
+    /// Longest a fetch waits at the end of a partition for new records [default: 500 on
+    /// Apache Kafka, which answers as soon as records arrive; 10 on Tansu 0.6.0, which waits
+    /// this long even when they arrive sooner, so there it bounds the latency]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub fetch_wait_ms: Option<u64>,
     /// Upper bound on one fetch in bytes; smaller means more, smaller checkpoints
     #[arg(long, hide = true, default_value_t = consumer::FETCH_BYTES,
           value_parser = clap::value_parser!(i32).range(1..))]
@@ -156,8 +156,10 @@ pub struct DebugArgs {
 #[derive(Debug, Args)]
 pub struct SessionArgs {
     /// How long the group waits for a silent member before handing its partitions to others
+    /// (Apache Kafka accepts 6000 to 1800000 unless its group.min/max.session.timeout.ms say
+    /// otherwise)
     #[arg(long, default_value_t = 10_000, value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(1_000..=300_000))]
+          value_parser = clap::value_parser!(u64).range(6_000..=1_800_000))]
     pub session_timeout_ms: u64,
 }
 
@@ -284,7 +286,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 state_dir: args.state.state_dir,
                 until_caught_up: args.until_caught_up,
                 reset_state: args.reset_state,
-                fetch_wait: Duration::from_millis(args.fetch_wait_ms),
+                fetch_wait: args.fetch_wait_ms.map(Duration::from_millis),
                 fetch_bytes: args.fetch_bytes,
             };
             let cluster = connect().await?;

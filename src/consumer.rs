@@ -23,10 +23,6 @@ use crate::stats::Outcome;
 /// catch up a little faster on Tansu but cost resident memory (four partitions at once):
 /// 192 KiB keeps `weather consume 0 1 2 3` near 12 MB (`make bench`).
 pub const FETCH_BYTES: i32 = 192 << 10;
-/// How long a fetch waits at the end of the partition for new records, by default. Tansu
-/// 0.6.0 sleeps out the whole wait even when records arrive sooner, so this bounds the
-/// end-to-end latency; on Apache Kafka a longer wait costs nothing.
-pub const FETCH_WAIT: Duration = Duration::from_millis(10);
 /// Warnings about skipped records per partition before they are only counted.
 const SKIP_WARNINGS: u64 = 10;
 /// Consecutive failed fetches tolerated by `--until-caught-up` before it gives up.
@@ -44,8 +40,9 @@ pub struct ConsumeOptions {
     pub state_dir: PathBuf,
     pub until_caught_up: bool,
     pub reset_state: bool,
-    /// How long a fetch waits at the end of the partition for new records.
-    pub fetch_wait: Duration,
+    /// How long a fetch waits at the end of the partition for new records; `None`: the
+    /// broker's right default (`Flavor::default_fetch_wait`).
+    pub fetch_wait: Option<Duration>,
     /// Upper bound on one fetch, in bytes (the broker still returns at least one batch).
     pub fetch_bytes: i32,
 }
@@ -116,7 +113,7 @@ pub async fn run(
     let watch = BrokerWatch::new(cluster.brokers());
     let runs = assigned.into_iter().map(|(partition, file, start)| {
         let target = options.until_caught_up.then_some(start.end);
-        let fetching = Fetching::new(options, target, &watch);
+        let fetching = Fetching::new(cluster, options, target, &watch);
         consume_partition(partition, file, start.checkpoint, fetching, shutdown)
     });
     futures::future::try_join_all(runs).await
@@ -135,8 +132,23 @@ pub async fn run_group(
     let watch = BrokerWatch::new(cluster.brokers());
     group::run(cluster, group, shutdown, async |generation| {
         let assigned = open_partitions(cluster, options, &generation.partitions, false).await?;
+        let starts: Vec<String> = assigned
+            .iter()
+            .map(|(p, _, start)| format!("{} at {}", p.id(), start.checkpoint.offset))
+            .collect();
+        // Tests wait for this line: from here on, a new record is counted.
+        info!(
+            "group {}: generation {} reading partition {}",
+            group.group,
+            generation.id,
+            if starts.is_empty() {
+                "none".to_string()
+            } else {
+                starts.join(", ")
+            }
+        );
         let runs = assigned.into_iter().map(|(partition, file, start)| {
-            let fetching = Fetching::new(options, None, &watch);
+            let fetching = Fetching::new(cluster, options, None, &watch);
             consume_partition(
                 partition,
                 file,
@@ -317,10 +329,17 @@ struct Fetching<'a> {
 }
 
 impl<'a> Fetching<'a> {
-    fn new(options: &ConsumeOptions, target: Option<i64>, watch: &'a BrokerWatch) -> Self {
+    fn new(
+        cluster: &Cluster,
+        options: &ConsumeOptions,
+        target: Option<i64>,
+        watch: &'a BrokerWatch,
+    ) -> Self {
         Self {
             bytes: options.fetch_bytes,
-            wait: options.fetch_wait,
+            wait: options
+                .fetch_wait
+                .unwrap_or_else(|| cluster.flavor().default_fetch_wait()),
             target,
             watch,
         }

@@ -10,9 +10,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde::Serialize;
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::consumer::{FETCH_BYTES, FETCH_WAIT};
+use crate::consumer::FETCH_BYTES;
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, Generation, GroupError, GroupOptions, Positions};
 use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
@@ -61,10 +61,12 @@ async fn print_generation(
     options: &DebugOptions,
     generation: Generation,
 ) -> Result<(), DebugError> {
+    let wait = cluster.flavor().default_fetch_wait();
     let mut runs = Vec::new();
+    let mut starts = Vec::new();
     for &id in &generation.partitions {
         let partition = cluster.partition(&options.group.topic, id).await?;
-        let start = match generation.committed.get(&id) {
+        let start = match generation.resume.get(&id) {
             Some(&offset) => offset,
             None => {
                 let (earliest, end) = partition.offsets().await?;
@@ -75,13 +77,26 @@ async fn print_generation(
                 }
             }
         };
+        starts.push(format!("{id} at {start}"));
         runs.push(print_partition(
             partition,
             start,
+            wait,
             &generation.positions,
             &generation.stop,
         ));
     }
+    // Tests wait for this line: from here on, a new record is printed.
+    info!(
+        "group {}: generation {} reading partition {}",
+        options.group.group,
+        generation.id,
+        if starts.is_empty() {
+            "none".to_string()
+        } else {
+            starts.join(", ")
+        }
+    );
     futures::future::try_join_all(runs).await?;
     Ok(())
 }
@@ -89,6 +104,7 @@ async fn print_generation(
 async fn print_partition(
     partition: Partition,
     mut offset: i64,
+    wait: Duration,
     positions: &Positions,
     stop: &Shutdown,
 ) -> Result<(), DebugError> {
@@ -97,7 +113,7 @@ async fn print_partition(
     positions.set(id, offset);
     while !stop.is_requested() {
         let fetched = tokio::select! {
-            fetched = partition.fetch(offset, FETCH_BYTES, FETCH_WAIT) => fetched,
+            fetched = partition.fetch(offset, FETCH_BYTES, wait) => fetched,
             _ = stop.requested() => break,
         };
         match fetched {

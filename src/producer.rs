@@ -99,7 +99,7 @@ pub async fn run(
             );
         }
         let start = IdempotentProducer::start(
-            cluster.bootstrap(),
+            cluster.view(),
             topic,
             partition_count,
             BatchOptions::default(),

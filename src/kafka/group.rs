@@ -3,9 +3,15 @@
 //!
 //! `run` is the whole life of a member. Each generation's partitions go to the caller's work,
 //! which runs until its `stop` fires: on a rebalance (a heartbeat answered
-//! REBALANCE_IN_PROGRESS), or at shutdown. The work is waited for before the member rejoins, so
-//! a partition is given up only after the work on it has finished (the eager protocol: every
-//! member lets go of everything before anyone gets anything new).
+//! REBALANCE_IN_PROGRESS), at shutdown, or when the member can no longer be sure it still
+//! owns them. The work is waited for before the member rejoins, so a partition is given up
+//! only after the work on it has finished (the eager protocol: every member lets go of
+//! everything before anyone gets anything new).
+//!
+//! Heartbeats run beside the work. When the coordinator stops answering (a broker restarting,
+//! leadership moving), the member looks for it again and keeps its partitions, as Kafka's own
+//! client does, but only until its session would have expired: past that moment the
+//! coordinator may have given them to another member, so the work stops first.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,10 +47,23 @@ pub struct GroupOptions {
     pub session_timeout: Duration,
 }
 
+/// How long the coordinator may wait for every member to rejoin during a rebalance. Our
+/// members let go within a save; a Java member in the same group brings its own (five
+/// minutes by default), and the coordinator waits for the longest.
+const REBALANCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Beyond the rebalance timeout, how long a JoinGroup may take before we call the connection
+/// dead: the broker rightly holds the request until the group is complete, as the Java
+/// client allows for.
+const JOIN_MARGIN: Duration = Duration::from_secs(5);
+
 impl GroupOptions {
     /// A third of the session timeout, Kafka's usual ratio: two heartbeats may be lost.
     fn heartbeat_interval(&self) -> Duration {
         self.session_timeout / 3
+    }
+
+    fn rebalance_timeout(&self) -> Duration {
+        REBALANCE_TIMEOUT.max(self.session_timeout)
     }
 }
 
@@ -66,6 +85,8 @@ pub enum GroupError {
         what: String,
         reason: String,
     },
+    #[error("group {group}: the coordinator did not answer within the session ({session:?})")]
+    SessionLapsed { group: String, session: Duration },
 }
 
 impl GroupError {
@@ -73,8 +94,10 @@ impl GroupError {
     fn is_transient(&self) -> bool {
         match self {
             Self::Wire(e) => e.is_transient(),
+            Self::Kafka(e) => e.is_transient(),
             Self::Refused { error, .. } => coordinator_moved(*error),
-            _ => false,
+            Self::SessionLapsed { .. } => true,
+            Self::Protocol { .. } => false,
         }
     }
 }
@@ -104,8 +127,10 @@ impl Positions {
 pub struct Generation {
     pub id: i32,
     pub partitions: Vec<i32>,
-    /// The group's committed offset per partition, where it has one.
-    pub committed: BTreeMap<i32, i64>,
+    /// Where to resume per partition, where known: the group's committed offset, or where this
+    /// member itself got in an earlier generation when that is further (a commit lost to a
+    /// coordinator outage must not make it skip or repeat what it already did).
+    pub resume: BTreeMap<i32, i64>,
     /// Set by the work as it goes; committed on every heartbeat and when the generation ends.
     pub positions: Positions,
     /// Fires when the partitions are about to be taken away or the program stops.
@@ -120,6 +145,9 @@ enum Ending {
     Failed(GroupError),
 }
 
+/// Where this member's work had got to, carried from one generation to the next.
+type Reached = BTreeMap<i32, i64>;
+
 /// Runs a member of `options.group` until `shutdown` or until the work fails, calling `work`
 /// once per generation. Leaves the group on the way out, so others take over at once.
 pub async fn run<E: From<GroupError>>(
@@ -132,6 +160,7 @@ pub async fn run<E: From<GroupError>>(
         connection = find_coordinator(cluster, options) => Member::new(connection?, options),
         _ = shutdown.requested() => return Ok(()),
     };
+    let mut reached = Reached::new();
     loop {
         let joined = tokio::select! {
             joined = member.join_and_fetch(cluster) => joined,
@@ -158,39 +187,33 @@ pub async fn run<E: From<GroupError>>(
             "group {}: generation {}, assigned partitions {partitions:?}",
             options.group, member.generation
         );
+        let mut resume = committed.clone();
+        for p in &partitions {
+            if let Some(&own) = reached.get(p) {
+                let at = resume.entry(*p).or_insert(own);
+                *at = (*at).max(own);
+            }
+        }
         let positions = Positions::default();
         let (trigger, stop) = Shutdown::new();
         let generation = Generation {
             id: member.generation,
             partitions,
-            committed: committed.clone(),
+            resume,
             positions: positions.clone(),
             stop,
         };
         let mut last_committed = committed;
-        let mut ticker = tokio::time::interval(options.heartbeat_interval());
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         let job = work(generation);
         tokio::pin!(job);
-        let mut result = None;
-        let ending = loop {
+        let (result, ending) = {
+            let beats = member.keep_alive(cluster, &positions, &mut last_committed);
+            tokio::pin!(beats);
             tokio::select! {
-                done = &mut job => {
-                    result = Some(done);
-                    break Ending::WorkDone;
-                }
-                // The work waits while a beat is out: a millisecond on a live coordinator, and a
-                // dead one ends the generation anyway.
-                _ = ticker.tick() => {
-                    member.commit(&positions, &mut last_committed).await;
-                    match member.heartbeat().await {
-                        Ok(true) => {}
-                        Ok(false) => break Ending::Rebalance,
-                        Err(e) => break Ending::Failed(e),
-                    }
-                }
-                _ = shutdown.requested() => break Ending::Exit,
+                done = &mut job => (Some(done), Ending::WorkDone),
+                ending = &mut beats => (None, ending),
+                _ = shutdown.requested() => (None, Ending::Exit),
             }
         };
         // The work lets go of its partitions before anyone else may get them.
@@ -199,6 +222,7 @@ pub async fn run<E: From<GroupError>>(
             Some(result) => result,
             None => job.await,
         };
+        reached = positions.snapshot();
         member.commit(&positions, &mut last_committed).await;
         match (result, ending) {
             (Err(e), _) => {
@@ -243,8 +267,6 @@ const HEARTBEAT: std::ops::RangeInclusive<i16> = 3..=4;
 const LEAVE_GROUP: std::ops::RangeInclusive<i16> = 3..=5;
 const OFFSET_FETCH: std::ops::RangeInclusive<i16> = 1..=7;
 const OFFSET_COMMIT: std::ops::RangeInclusive<i16> = 2..=8;
-/// Rounds over the bootstrap brokers before giving up on finding the coordinator (about a minute).
-const COORDINATOR_ATTEMPTS: u32 = 30;
 /// Join attempts before a member gives up on a group that never settles.
 const JOIN_ATTEMPTS: u32 = 50;
 
@@ -269,6 +291,74 @@ impl Member {
         Ok(())
     }
 
+    /// Commits and heartbeats every interval while the work runs; returns when the generation
+    /// must end. A coordinator that stops answering is looked for again meanwhile, for as long
+    /// as this member's session can still be alive; every step is bounded by that moment.
+    async fn keep_alive(
+        &mut self,
+        cluster: &Cluster,
+        positions: &Positions,
+        last_committed: &mut BTreeMap<i32, i64>,
+    ) -> Ending {
+        let session = self.options.session_timeout;
+        let mut ticker = tokio::time::interval(self.options.heartbeat_interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The coordinator counts the session from the last heartbeat it received; counting
+        // from when ours was sent keeps this member's idea of it on the safe side.
+        let mut alive_until = tokio::time::Instant::now() + session;
+        let mut lost: Option<GroupError> = None;
+        loop {
+            ticker.tick().await;
+            let sent = tokio::time::Instant::now();
+            let beat = async {
+                if lost.is_some() {
+                    self.connection = find_coordinator_once(cluster, &self.options).await?;
+                }
+                self.commit(positions, last_committed).await;
+                self.heartbeat().await
+            };
+            let answer = match tokio::time::timeout_at(alive_until, beat).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    let why = lost.take().map_or_else(
+                        || format!("no heartbeat answered for {session:?}"),
+                        |e| e.to_string(),
+                    );
+                    warn!(
+                        "group {}: {why}; the session has lapsed, letting go of the partitions",
+                        self.options.group
+                    );
+                    return Ending::Failed(GroupError::SessionLapsed {
+                        group: self.options.group.clone(),
+                        session,
+                    });
+                }
+            };
+            match answer {
+                Ok(true) => {
+                    if lost.take().is_some() {
+                        info!(
+                            "group {}: the coordinator answers again; partitions kept",
+                            self.options.group
+                        );
+                    }
+                    alive_until = sent + session;
+                }
+                Ok(false) => return Ending::Rebalance,
+                Err(e) if e.is_transient() => {
+                    if lost.is_none() {
+                        warn!(
+                            "group {}: {e}; finding the coordinator again, keeping the partitions for up to {session:?}",
+                            self.options.group
+                        );
+                    }
+                    lost = Some(e);
+                }
+                Err(e) => return Ending::Failed(e),
+            }
+        }
+    }
+
     async fn join_and_fetch(
         &mut self,
         cluster: &Cluster,
@@ -289,7 +379,7 @@ impl Member {
             let request = JoinGroupRequest::default()
                 .with_group_id(StrBytes::from_string(group.clone()).into())
                 .with_session_timeout_ms(millis(self.options.session_timeout))
-                .with_rebalance_timeout_ms(millis(self.options.session_timeout))
+                .with_rebalance_timeout_ms(millis(self.options.rebalance_timeout()))
                 .with_member_id(StrBytes::from_string(self.member_id.clone()))
                 .with_protocol_type(StrBytes::from_static_str(assignor::PROTOCOL_TYPE))
                 .with_protocols(
@@ -302,7 +392,14 @@ impl Member {
                         })
                         .collect(),
                 );
-            let joined = self.connection.request(request, JOIN_GROUP).await?;
+            let joined = self
+                .connection
+                .request_within(
+                    request,
+                    JOIN_GROUP,
+                    self.options.rebalance_timeout() + JOIN_MARGIN,
+                )
+                .await?;
             match ResponseError::try_from_code(joined.error_code) {
                 None => {}
                 Some(ResponseError::MemberIdRequired) => {
@@ -316,6 +413,15 @@ impl Member {
                 Some(e) if !coordinator_moved(e) && (e.is_retriable() || is_rebalance(e)) => {
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
+                }
+                Some(ResponseError::InvalidSessionTimeout) => {
+                    return Err(self.protocol(
+                        "joining",
+                        format!(
+                            "the broker does not accept a session timeout of {} ms (its group.min.session.timeout.ms and group.max.session.timeout.ms bound --session-timeout-ms)",
+                            self.options.session_timeout.as_millis()
+                        ),
+                    ));
                 }
                 Some(error) => {
                     return Err(GroupError::Refused {
@@ -347,12 +453,21 @@ impl Member {
                 .with_protocol_type(Some(StrBytes::from_static_str(assignor::PROTOCOL_TYPE)))
                 .with_protocol_name(Some(StrBytes::from_string(protocol)))
                 .with_assignments(assignments);
-            let synced = self.connection.request(request, SYNC_GROUP).await?;
+            // The leader's SyncGroup waits for nothing; a follower's waits for the leader's.
+            let synced = self
+                .connection
+                .request_within(
+                    request,
+                    SYNC_GROUP,
+                    self.options.rebalance_timeout() + JOIN_MARGIN,
+                )
+                .await?;
             match ResponseError::try_from_code(synced.error_code) {
-                // A rebalance always makes a new generation. Tansu 0.6.0 can answer a rebalance
-                // with the old one and the old assignment, where a dead member's partitions are
-                // handed to no one: start again as a new member, which makes a new generation.
-                None if held >= 0 && self.generation == held => {
+                None if self
+                    .connection
+                    .flavor()
+                    .stale_generation(held, self.generation) =>
+                {
                     warn!(
                         "group {group}: the coordinator kept generation {held} through a rebalance; rejoining as a new member"
                     );
@@ -575,36 +690,52 @@ impl Member {
 }
 
 /// Asks the bootstrap brokers which broker coordinates the group, and connects to it, trying
-/// for a while: a restarting broker refuses connections, then answers COORDINATOR_NOT_AVAILABLE.
+/// until it succeeds: a restarting broker refuses connections, then answers
+/// COORDINATOR_NOT_AVAILABLE. Callers race it against shutdown. An answer no retry can change
+/// (the group is not ours to join) ends it.
 async fn find_coordinator(
     cluster: &Cluster,
     options: &GroupOptions,
 ) -> Result<Connection, GroupError> {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    let mut attempt = 0;
+    let mut backoff = Backoff::default();
+    let mut said = false;
     loop {
-        let mut last = None;
-        for address in cluster.brokers().split(',').map(str::trim) {
-            match coordinator_via(address, options).await {
-                Ok(connection) => return Ok(connection),
-                Err(e) => last = Some(e),
-            }
-        }
-        attempt += 1;
-        match last {
-            Some(e) if e.is_transient() && attempt < COORDINATOR_ATTEMPTS => {
+        match find_coordinator_once(cluster, options).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) if e.is_transient() => {
+                if !said {
+                    debug!(
+                        "group {}: {e}; still looking for the coordinator",
+                        options.group
+                    );
+                    said = true;
+                }
                 tokio::time::sleep(backoff.next_delay()).await;
             }
-            Some(e) => return Err(e),
-            None => {
-                return Err(GroupError::Protocol {
-                    group: options.group.clone(),
-                    what: "finding the coordinator".into(),
-                    reason: "no broker address".into(),
-                });
-            }
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// One round over the bootstrap brokers; the last error if none named a coordinator we
+/// could connect to.
+async fn find_coordinator_once(
+    cluster: &Cluster,
+    options: &GroupOptions,
+) -> Result<Connection, GroupError> {
+    let mut last = None;
+    for address in cluster.bootstrap() {
+        match coordinator_via(address, options).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) if e.is_transient() => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| GroupError::Protocol {
+        group: options.group.clone(),
+        what: "finding the coordinator".into(),
+        reason: "no broker address".into(),
+    }))
 }
 
 async fn coordinator_via(address: &str, options: &GroupOptions) -> Result<Connection, GroupError> {

@@ -23,11 +23,8 @@ use futures::StreamExt;
 use futures::stream::{FuturesOrdered, FuturesUnordered};
 use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    InitProducerIdRequest, MetadataRequest, ProduceRequest, ProduceResponse, TopicName,
-};
+use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -37,7 +34,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::KafkaError;
 use super::backoff::Backoff;
+use super::metadata::ClusterView;
 use super::wire::{Connection, Pending, WireError};
 
 /// Batches a partition may have sent and not yet seen answered; Kafka keeps the last five
@@ -48,10 +47,9 @@ pub const MAX_IN_FLIGHT: usize = 5;
 pub const MAX_RETRIES: u32 = super::backoff::DELIVERY_RETRIES;
 
 /// Version 3 is the first with record batches v2, which carry producer ids; 12 and 13 name
-/// topics by id only. Metadata from version 4, the first that can ask for no auto-creation.
+/// topics by id only.
 const PRODUCE_VERSIONS: RangeInclusive<i16> = 3..=11;
 const INIT_PRODUCER_ID_VERSIONS: RangeInclusive<i16> = 0..=4;
-const METADATA_VERSIONS: RangeInclusive<i16> = 4..=12;
 /// How long the leader may wait for the in-sync replicas (acks=all) before answering; well
 /// inside the wire's own `REQUEST_TIMEOUT`, so a slow acknowledgement arrives as the broker's
 /// answer rather than as a dead connection.
@@ -89,12 +87,8 @@ pub struct Outgoing {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("cannot find the leader of {topic} partition {partition}: {reason}")]
-    NoLeader {
-        topic: String,
-        partition: i32,
-        reason: String,
-    },
+    #[error(transparent)]
+    Kafka(KafkaError),
     #[error("cannot get a producer id from {address}: {reason}")]
     InitProducerId { address: String, reason: String },
     #[error("producing to {topic} partition {partition} failed after {tries} tries: {last}")]
@@ -169,12 +163,12 @@ pub struct IdempotentProducer {
 impl IdempotentProducer {
     /// Asks a broker for a producer id and starts a sender for each of `partitions`.
     pub async fn start(
-        bootstrap: &[String],
+        view: &Arc<ClusterView>,
         topic: &str,
         partitions: i32,
         options: BatchOptions,
     ) -> Result<Self, SendError> {
-        let (producer_id, epoch) = init_producer_id(bootstrap).await?;
+        let (producer_id, epoch) = init_producer_id(view.bootstrap()).await?;
         info!("producer id {producer_id}, epoch {epoch}: idempotent, acks=all");
         let acked = Arc::new(Acked::default());
         let mut queues = Vec::new();
@@ -184,7 +178,7 @@ impl IdempotentProducer {
             let sender = PartitionSender {
                 topic: topic.into(),
                 partition,
-                bootstrap: bootstrap.to_vec(),
+                view: view.clone(),
                 producer_id,
                 epoch,
                 options: options.clone(),
@@ -367,7 +361,7 @@ type Answer = (i32, Result<ProduceResponse, WireError>);
 struct PartitionSender {
     topic: String,
     partition: i32,
-    bootstrap: Vec<String>,
+    view: Arc<ClusterView>,
     producer_id: i64,
     epoch: i16,
     options: BatchOptions,
@@ -455,6 +449,7 @@ impl PartitionSender {
         let connection = match self.connect().await {
             Ok(connection) => connection,
             Err(SendError::Wire(e)) if !e.is_transient() => return Err(SendError::Wire(e)),
+            Err(SendError::Kafka(e)) if !e.is_transient() => return Err(SendError::Kafka(e)),
             Err(e) => {
                 self.fail(e.to_string(), true);
                 return Ok(());
@@ -475,8 +470,18 @@ impl PartitionSender {
         if let Some(connection) = &self.connection {
             return Ok(connection.clone());
         }
-        let leader = leader_of(&self.bootstrap, &self.topic, self.partition).await?;
-        let connection = Arc::new(Connection::open(&leader).await.map_err(SendError::Wire)?);
+        let leader = self
+            .view
+            .leader(&self.topic, self.partition)
+            .await
+            .map_err(SendError::Kafka)?;
+        let connection = match Connection::open(&leader).await {
+            Ok(connection) => Arc::new(connection),
+            Err(e) => {
+                self.view.leader_failed(&self.topic, self.partition);
+                return Err(SendError::Wire(e));
+            }
+        };
         debug!("partition {} writes through {leader}", self.partition);
         self.connection = Some(connection.clone());
         Ok(connection)
@@ -666,6 +671,7 @@ impl PartitionSender {
         }
         if failure.reconnect {
             self.connection = None;
+            self.view.leader_failed(&self.topic, self.partition);
         }
         tokio::time::sleep(self.backoff.next_delay()).await;
         Ok(())
@@ -687,50 +693,6 @@ fn partition_error(response: &ProduceResponse, topic: &str, partition: i32) -> i
         .map_or(ResponseError::UnknownTopicOrPartition.code(), |p| {
             p.error_code
         })
-}
-
-/// The address of `partition`'s leader, from the first bootstrap broker that answers.
-async fn leader_of(bootstrap: &[String], topic: &str, partition: i32) -> Result<String, SendError> {
-    let no_leader = |reason: String| SendError::NoLeader {
-        topic: topic.into(),
-        partition,
-        reason,
-    };
-    let mut reason = String::from("no broker address");
-    for address in bootstrap {
-        // Never create the topic as a side effect: `weather produce` creates it on purpose.
-        let request = MetadataRequest::default()
-            .with_allow_auto_topic_creation(false)
-            .with_topics(Some(vec![
-                MetadataRequestTopic::default()
-                    .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
-            ]));
-        let response = match Connection::open(address).await {
-            Ok(connection) => connection.request(request, METADATA_VERSIONS).await,
-            Err(e) => Err(e),
-        };
-        let response = match response {
-            Ok(response) => response,
-            Err(e) if e.is_transient() => {
-                reason = e.to_string();
-                continue;
-            }
-            Err(e) => return Err(SendError::Wire(e)),
-        };
-        let leader = response
-            .topics
-            .iter()
-            .filter(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
-            .flat_map(|t| &t.partitions)
-            .find(|p| p.partition_index == partition && p.error_code.is_ok())
-            .map(|p| p.leader_id);
-        let broker = leader.and_then(|id| response.brokers.iter().find(|b| b.node_id == id));
-        match broker {
-            Some(b) => return Ok(format!("{}:{}", b.host.as_str(), b.port)),
-            None => reason = format!("{address} names no live leader"),
-        }
-    }
-    Err(no_leader(reason))
 }
 
 #[cfg(test)]

@@ -1,20 +1,28 @@
-//! The client layer: everything that talks to brokers.
+//! The client layer: everything that talks to brokers, one layer whatever carries the request.
 //!
-//! rskafka does what it supports (metadata, topic admin, per-partition fetch and list
-//! offsets). What it lacks is built on the `kafka-protocol` crate's messages over `wire`:
-//! `idempotent`, the producer's write path. Retries go through `backoff`; partitioning
-//! through `partitioner`.
+//! rskafka does what it supports (per-partition fetch, list offsets, topic deletion). What it
+//! lacks is built on the `kafka-protocol` crate's messages over `wire` (one connection to one
+//! broker): `metadata`, the one cluster view (brokers, leaders, topic ids); `admin`, topic
+//! creation with configs; `idempotent`, the producer's write path; `group` with `assignor`,
+//! consumer group membership. Callers see one error type, `KafkaError`, which says whether a
+//! retry can help (`is_transient`), whichever side failed. Retries go through `backoff`;
+//! partitioning through `partitioner`; every broker-specific workaround lives in `quirks`.
 
+pub mod admin;
 pub mod assignor;
 pub mod backoff;
 pub mod group;
 pub mod idempotent;
+pub mod metadata;
 pub mod partitioner;
+pub mod quirks;
 pub mod wire;
 
 use std::net::ToSocketAddrs;
+use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::ResponseError;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::RecordAndOffset;
@@ -22,6 +30,9 @@ use tracing::{info, warn};
 
 use crate::shutdown::Shutdown;
 use backoff::Backoff;
+use metadata::{ClusterView, TopicInfo};
+use quirks::Flavor;
+use wire::{Connection, WireError};
 
 pub use rskafka::client::error::Error as ClientError;
 pub use rskafka::client::error::ProtocolError;
@@ -52,6 +63,25 @@ pub enum KafkaError {
         action: String,
         source: Box<ClientError>,
     },
+    #[error("{action} failed: {source}")]
+    Wire { action: String, source: WireError },
+    #[error("{action}: the broker refused ({error})")]
+    Refused {
+        action: String,
+        error: ResponseError,
+    },
+    #[error("{action}: the broker refused ({error}: {message})")]
+    RefusedWith {
+        action: String,
+        error: ResponseError,
+        message: String,
+    },
+    #[error("no leader for {topic} partition {partition}: {reason}")]
+    NoLeader {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -64,6 +94,46 @@ impl KafkaError {
             source: Box::new(source),
         }
     }
+
+    pub fn wire(action: impl Into<String>, source: WireError) -> Self {
+        Self::Wire {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// True when trying again may succeed: the broker is away, busy, or moving a leader.
+    /// False when it said no for good (authorization, a bad request, a missing topic), so
+    /// that retrying would only hide the reason. One rule for rskafka's requests and ours:
+    /// Kafka's own retriable flag for the broker's error codes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::NoLeader { .. } => true,
+            Self::Wire { source, .. } => source.is_transient(),
+            Self::Refused { error, .. } | Self::RefusedWith { error, .. } => error.is_retriable(),
+            Self::Request { source, .. } => match &**source {
+                ClientError::ServerError { protocol_error, .. } => {
+                    response_error(protocol_error).is_none_or(|e| e.is_retriable())
+                }
+                ClientError::InvalidResponse(_) => false,
+                ClientError::Connection(_)
+                | ClientError::Request(_)
+                | ClientError::RetryFailed(_)
+                | ClientError::Timeout => true,
+                _ => true,
+            },
+            Self::BadAddress { .. } | Self::NoTopic { .. } | Self::Interrupted => false,
+        }
+    }
+}
+
+/// kafka-protocol's name for one of rskafka's protocol errors: both crates name Kafka's error
+/// codes as Kafka does, and only kafka-protocol knows which codes Kafka calls retriable.
+fn response_error(error: &ProtocolError) -> Option<ResponseError> {
+    let name = format!("{error:?}");
+    (-1..=150)
+        .filter_map(ResponseError::try_from_code)
+        .find(|e| format!("{e:?}") == name)
 }
 
 /// A connection to the cluster, from which topic and partition handles are made.
@@ -71,7 +141,8 @@ impl KafkaError {
 pub struct Cluster {
     client: Client,
     brokers: String,
-    bootstrap: Vec<String>,
+    view: Arc<ClusterView>,
+    flavor: Flavor,
 }
 
 impl Cluster {
@@ -103,7 +174,14 @@ impl Cluster {
                 });
             }
         }
-        wait_until_reachable(&addresses, brokers, wait, shutdown).await?;
+        let reachable = wait_until_reachable(&addresses, brokers, wait, shutdown).await?;
+        let flavor = Connection::open(&reachable)
+            .await
+            .map_err(|e| KafkaError::wire(format!("asking {reachable} what it speaks"), e))?
+            .flavor();
+        if flavor != Flavor::ApacheKafka {
+            tracing::debug!("{reachable} is {flavor:?}: its workarounds apply (kafka::quirks)");
+        }
         let client = ClientBuilder::new(addresses.clone())
             .client_id("weather-stream")
             .backoff_config(backoff::rskafka_config(REQUEST_DEADLINE))
@@ -117,7 +195,8 @@ impl Cluster {
         Ok(Self {
             client,
             brokers: brokers.into(),
-            bootstrap: addresses,
+            view: Arc::new(ClusterView::new(addresses)),
+            flavor,
         })
     }
 
@@ -127,19 +206,29 @@ impl Cluster {
 
     /// The bootstrap addresses, one `host:port` each.
     pub fn bootstrap(&self) -> &[String] {
-        &self.bootstrap
+        self.view.bootstrap()
+    }
+
+    /// The cluster view shared by everything talking to this cluster.
+    pub fn view(&self) -> &Arc<ClusterView> {
+        &self.view
+    }
+
+    /// Which broker this is, for the workarounds in `quirks`.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// What the cluster says of `topic` now, `None` when it does not exist.
+    pub async fn describe(&self, topic: &str) -> Result<Option<TopicInfo>, KafkaError> {
+        self.view.topic(topic).await
     }
 
     /// The number of partitions of `topic`, or `None` when it does not exist.
     pub async fn partition_count(&self, topic: &str) -> Result<Option<i32>, KafkaError> {
-        let topics = self
-            .client
-            .list_topics()
-            .await
-            .map_err(KafkaError::request("listing topics"))?;
-        Ok(topics
-            .into_iter()
-            .find(|t| t.name == topic)
+        Ok(self
+            .describe(topic)
+            .await?
             .map(|t| t.partitions.len() as i32))
     }
 
@@ -153,7 +242,8 @@ impl Cluster {
             })
     }
 
-    /// Creates `topic` unless it exists; returns its partition count either way.
+    /// Creates `topic` unless it exists, with the `min.insync.replicas` its replication factor
+    /// calls for (`admin::min_insync_replicas`); returns its partition count either way.
     pub async fn ensure_topic(
         &self,
         topic: &str,
@@ -168,28 +258,27 @@ impl Cluster {
             }
             return Ok(existing);
         }
-        let controller = self
-            .client
-            .controller_client()
-            .map_err(KafkaError::request("finding the controller"))?;
-        match controller
-            .create_topic(topic, partitions, replication_factor, 10_000)
-            .await
-        {
-            Ok(()) => info!(
-                "created topic {topic} ({partitions} partitions, replication factor {replication_factor})"
-            ),
-            // Another client created it between our look and our request: that is what we wanted.
-            Err(ClientError::ServerError {
-                protocol_error: ProtocolError::TopicAlreadyExists,
-                ..
-            }) => {}
-            Err(e) => return Err(KafkaError::request(format!("creating topic {topic}"))(e)),
+        let min_insync = admin::min_insync_replicas(replication_factor);
+        let configs = [("min.insync.replicas", min_insync.to_string())];
+        let created =
+            admin::create_topic(&self.view, topic, partitions, replication_factor, &configs)
+                .await?;
+        if created == admin::Created::Created {
+            info!(
+                "created topic {topic} ({partitions} partitions, replication factor {replication_factor}, min.insync.replicas {min_insync})"
+            );
         }
-        Ok(partitions)
+        // Another client may have made it meanwhile with another shape: ask again.
+        self.partition_count(topic)
+            .await?
+            .ok_or_else(|| KafkaError::NoTopic {
+                topic: topic.into(),
+                brokers: self.brokers.clone(),
+            })
     }
 
-    /// Deletes `topic` if it exists.
+    /// Deletes `topic` if it exists, and waits until the cluster no longer lists it, so that
+    /// a topic created next under the same name is a new one.
     pub async fn delete_topic(&self, topic: &str) -> Result<(), KafkaError> {
         if self.partition_count(topic).await?.is_none() {
             return Ok(());
@@ -203,12 +292,12 @@ impl Cluster {
             | Err(ClientError::ServerError {
                 protocol_error: ProtocolError::UnknownTopicOrPartition,
                 ..
-            }) => {
-                info!("deleted topic {topic}");
-                Ok(())
-            }
-            Err(e) => Err(KafkaError::request(format!("deleting topic {topic}"))(e)),
+            }) => {}
+            Err(e) => return Err(KafkaError::request(format!("deleting topic {topic}"))(e)),
         }
+        admin::wait_until_gone(&self.view, topic).await?;
+        info!("deleted topic {topic}");
+        Ok(())
     }
 
     /// A handle on one partition, bound to its leader.
@@ -224,15 +313,16 @@ impl Cluster {
     }
 }
 
-/// Tries each address until one accepts a TCP connection, backing off between rounds.
+/// Tries each address until one accepts a TCP connection, backing off between rounds;
+/// returns the one that did.
 async fn wait_until_reachable(
     addresses: &[String],
     brokers: &str,
     wait: Duration,
     shutdown: &Shutdown,
-) -> Result<(), KafkaError> {
+) -> Result<String, KafkaError> {
     let started = tokio::time::Instant::now();
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut backoff = Backoff::default();
     let mut announced = false;
     loop {
         let mut reason = String::new();
@@ -254,7 +344,7 @@ async fn wait_until_reachable(
                     if announced {
                         info!("broker at {address} is up");
                     }
-                    return Ok(());
+                    return Ok(address.clone());
                 }
                 Err(e) => reason = format!("{address}: {e}"),
             }

@@ -24,6 +24,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 
+use super::quirks::Flavor;
+
 const CLIENT_ID: &str = "weather-stream";
 
 /// Largest response we accept; a length beyond it means the stream is not Kafka.
@@ -83,6 +85,7 @@ pub struct Connection {
     timeout: Duration,
     /// The versions the broker accepts, by API key.
     versions: HashMap<i16, RangeInclusive<i16>>,
+    flavor: Flavor,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -166,6 +169,7 @@ impl Connection {
             correlation: AtomicI32::new(0),
             timeout: REQUEST_TIMEOUT,
             versions: HashMap::new(),
+            flavor: Flavor::ApacheKafka,
             reader,
         };
         // Version 0 of ApiVersions is understood by every broker, old and new.
@@ -175,11 +179,17 @@ impl Connection {
             .response()
             .await?;
         connection.versions = supported_versions(&versions);
+        connection.flavor = Flavor::detect(&connection.versions);
         Ok(connection)
     }
 
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Which broker this is, as far as a workaround cares (`quirks`).
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
     }
 
     /// The highest version of `R` in `ours` that the broker also speaks.
@@ -209,6 +219,19 @@ impl Connection {
         ours: RangeInclusive<i16>,
     ) -> Result<R::Response, WireError> {
         self.send(request, ours).await?.response().await
+    }
+
+    /// Like `request`, for a request the broker may rightly hold longer than usual (a
+    /// JoinGroup waits for the whole group): `timeout` replaces `REQUEST_TIMEOUT`.
+    pub async fn request_within<R: Request>(
+        &self,
+        request: R,
+        ours: RangeInclusive<i16>,
+        timeout: Duration,
+    ) -> Result<R::Response, WireError> {
+        let mut pending = self.send(request, ours).await?;
+        pending.timeout = timeout;
+        pending.response().await
     }
 
     async fn send_at<R: Request>(&self, request: R, version: i16) -> Result<Pending<R>, WireError> {
