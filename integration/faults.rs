@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
+use support::ProduceRaw;
 use support::topic::{consecutive, topic_days};
 use support::{Broker, GUARD, KillOnDrop, Logged, folder_bytes, kill, run_ok, runtime, wait_for};
 use time::macros::date;

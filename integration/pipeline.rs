@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
+use support::ProduceRaw;
 use support::topic::{all_dates, consecutive};
 use support::{Broker, KillOnDrop, folder_bytes, kill, run_ok, runtime, wait_for};
 use time::macros::date;

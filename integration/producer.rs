@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use support::proxy::FaultProxy;
 use support::topic::{all_dates, consecutive, topic_days};
-use support::{Broker, GUARD, KillOnDrop, Kind, Logged, free_port, kill, run_ok, wait_for};
+use support::{
+    Broker, GUARD, KillOnDrop, Kind, Logged, free_port, kill, run_ok, runtime, wait_for,
+};
 
 use time::macros::date;
 use weather_stream::kafka::partitioner::partition_for;
@@ -184,6 +186,11 @@ fn ctrl_c_while_the_broker_is_away_stops_soon_says_what_is_unconfirmed_and_loses
         logs.path().join("producer.log"),
     );
     let cluster = broker.cluster();
+    wait_for("the producer to create the topic", GUARD, || {
+        runtime()
+            .block_on(cluster.partition_count("temperatures"))
+            .is_ok_and(|count| count.is_some())
+    });
     wait_for("days in the topic", GUARD, || {
         all_dates(&cluster).len() >= 200
     });

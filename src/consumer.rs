@@ -5,9 +5,7 @@
 //! file. Statistics and offset are saved together, so every report counts exactly once
 //! across any crash (see `checkpoint` for the write and `stats` for the dedup rule).
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -15,7 +13,8 @@ use tracing::{debug, info, warn};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, PartitionFile};
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, GroupError, GroupOptions};
-use crate::kafka::{Cluster, Fetched, KafkaError, Partition, is_offset_out_of_range};
+use crate::kafka::outage::OutageWatch;
+use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
 use crate::shutdown::Shutdown;
 use crate::stats::Outcome;
 
@@ -27,10 +26,6 @@ pub const FETCH_BYTES: i32 = 192 << 10;
 const SKIP_WARNINGS: u64 = 10;
 /// Consecutive failed fetches tolerated by `--until-caught-up` before it gives up.
 const CATCH_UP_RETRIES: u32 = 10;
-/// How long a fetch may go unanswered beyond its own wait before the user is told.
-/// rskafka retries a lost broker with backoff inside the call, so a short outage
-/// shows up here as a slow fetch rather than as an error.
-const SLOW_FETCH: Duration = Duration::from_secs(3);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
@@ -110,7 +105,7 @@ pub async fn run(
     }
     let assigned =
         open_partitions(cluster, options, &options.partitions, options.reset_state).await?;
-    let watch = BrokerWatch::new(cluster.brokers());
+    let watch = OutageWatch::new("reading");
     let runs = assigned.into_iter().map(|(partition, file, start)| {
         let target = options.until_caught_up.then_some(start.end);
         let fetching = Fetching::new(cluster, options, target, &watch);
@@ -129,7 +124,7 @@ pub async fn run_group(
     shutdown: &Shutdown,
 ) -> Result<(), ConsumeError> {
     prepare(cluster, options).await?;
-    let watch = BrokerWatch::new(cluster.brokers());
+    let watch = OutageWatch::new("reading");
     group::run(cluster, group, shutdown, async |generation| {
         let assigned = open_partitions(cluster, options, &generation.partitions, false).await?;
         let starts: Vec<String> = assigned
@@ -277,55 +272,12 @@ async fn starting_point(
     })
 }
 
-/// Whether the broker answers, shared by a run's partitions: an outage is one line when it
-/// starts and one when it ends, however many partitions and retries it spans.
-struct BrokerWatch {
-    brokers: String,
-    /// The partitions whose last fetch got no answer.
-    down: Mutex<BTreeSet<i32>>,
-}
-
-impl BrokerWatch {
-    fn new(brokers: &str) -> Self {
-        Self {
-            brokers: brokers.into(),
-            down: Mutex::default(),
-        }
-    }
-
-    /// `partition` gets no answer: the first partition to lose the broker says so.
-    /// Returns whether it said so.
-    fn lost(&self, partition: i32, why: &str) -> bool {
-        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        let first = down.is_empty();
-        if first {
-            warn!(
-                "the broker at {} is not answering ({why}); retrying with backoff, nothing is lost meanwhile",
-                self.brokers
-            );
-        }
-        down.insert(partition);
-        first
-    }
-
-    /// `partition` got an answer: the last partition to get one back says so.
-    /// Returns whether it said so.
-    fn answered(&self, partition: i32) -> bool {
-        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        let last = down.remove(&partition) && down.is_empty();
-        if last {
-            info!("the broker at {} answers again; carrying on", self.brokers);
-        }
-        last
-    }
-}
-
 /// How one partition fetches: batch size and wait, where to stop, whom to tell about outages.
 struct Fetching<'a> {
     bytes: i32,
     wait: Duration,
     target: Option<i64>,
-    watch: &'a BrokerWatch,
+    watch: &'a OutageWatch,
 }
 
 impl<'a> Fetching<'a> {
@@ -333,7 +285,7 @@ impl<'a> Fetching<'a> {
         cluster: &Cluster,
         options: &ConsumeOptions,
         target: Option<i64>,
-        watch: &'a BrokerWatch,
+        watch: &'a OutageWatch,
     ) -> Self {
         Self {
             bytes: options.fetch_bytes,
@@ -344,30 +296,6 @@ impl<'a> Fetching<'a> {
             watch,
         }
     }
-}
-
-/// One fetch, telling the watch when the broker is slow to answer or answers again.
-async fn fetch_watched(
-    partition: &Partition,
-    offset: i64,
-    fetching: &Fetching<'_>,
-) -> Result<Fetched, KafkaError> {
-    let fetch = partition.fetch(offset, fetching.bytes, fetching.wait);
-    tokio::pin!(fetch);
-    let fetched = tokio::select! {
-        fetched = &mut fetch => fetched,
-        _ = tokio::time::sleep(fetching.wait + SLOW_FETCH) => {
-            let id = partition.id();
-            fetching.watch.lost(id, &format!(
-                "partition {id} at offset {offset}: no answer for {SLOW_FETCH:?}"
-            ));
-            fetch.await
-        }
-    };
-    if fetched.is_ok() {
-        fetching.watch.answered(partition.id());
-    }
-    fetched
 }
 
 async fn consume_partition(
@@ -393,7 +321,12 @@ async fn consume_partition(
             break;
         }
         let fetched = tokio::select! {
-            fetched = fetch_watched(&partition, checkpoint.offset, &fetching) => fetched,
+            fetched = partition.fetch_watched(
+                checkpoint.offset,
+                fetching.bytes,
+                fetching.wait,
+                fetching.watch,
+            ) => fetched,
             _ = shutdown.requested() => break,
         };
         let fetched = match fetched {
@@ -412,12 +345,25 @@ async fn consume_partition(
                         end,
                     });
                 }
-                warn!(
-                    "partition {id}: offset {} no longer exists; continuing at {earliest}",
+                if checkpoint.offset < earliest {
+                    warn!(
+                        "partition {id}: records {}..{earliest} were deleted by the broker before they were read; continuing at {earliest}",
+                        checkpoint.offset
+                    );
+                    checkpoint.offset = earliest;
+                    continue;
+                }
+                // Within what the partition holds: a leader that has just taken over and has
+                // not caught up yet. Ask again after a while.
+                let delay = backoff.next_delay();
+                debug!(
+                    "partition {id}: offset {} out of range on the leader ({earliest}..{end} now); retrying in {delay:.1?}",
                     checkpoint.offset
                 );
-                checkpoint.offset = checkpoint.offset.max(earliest);
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.requested() => break,
+                }
             }
             Err(source) => {
                 failures += 1;
@@ -429,10 +375,9 @@ async fn consume_partition(
                     });
                 }
                 let delay = backoff.next_delay();
-                fetching.watch.lost(
-                    id,
-                    &format!("partition {id} at offset {}: {source}", checkpoint.offset),
-                );
+                fetching
+                    .watch
+                    .lost(id, &format!("at offset {}: {source}", checkpoint.offset));
                 debug!("partition {id}: {source}; retrying in {delay:.1?}");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
@@ -440,19 +385,20 @@ async fn consume_partition(
                 }
             }
         };
-        if fetched.records.is_empty() {
+        // A fetch that covered only what is not ours to count (a transaction marker, records
+        // of an aborted transaction) still moves the offset on.
+        if fetched.records.is_empty() && fetched.next_offset <= checkpoint.offset {
             continue;
         }
 
-        for record in &fetched.records {
-            let r = &record.record;
+        for r in &fetched.records {
             match checkpoint.stats.apply(r.key.as_deref(), r.value.as_deref()) {
                 Outcome::Counted => summary.counted += 1,
                 Outcome::Duplicate => summary.duplicates += 1,
                 Outcome::Malformed(reason) => {
                     summary.skipped += 1;
                     if summary.skipped <= SKIP_WARNINGS {
-                        warn!("partition {id} offset {}: skipped, {reason}", record.offset);
+                        warn!("partition {id} offset {}: skipped, {reason}", r.offset);
                     } else if summary.skipped == SKIP_WARNINGS + 1 {
                         warn!(
                             "partition {id}: more records skipped; counting them without a warning each"
@@ -460,17 +406,18 @@ async fn consume_partition(
                     }
                 }
             }
-            checkpoint.offset = record.offset + 1;
+            checkpoint.offset = r.offset + 1;
         }
+        checkpoint.offset = checkpoint.offset.max(fetched.next_offset);
         // Statistics and offset leave memory together, in one atomic file replace.
         checkpoint = save(file.clone(), checkpoint).await?;
         summary.offset = checkpoint.offset;
-        if let Some(newest) = fetched.records.iter().map(|r| r.record.timestamp).max() {
+        if let Some(newest) = fetched.records.iter().map(|r| r.timestamp_ms).max() {
             // `make bench` reads these lines for the end-to-end latency.
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as i64);
-            let latency = (now - newest.timestamp_micros()) as f64 / 1000.0;
+            let latency = (now - newest * 1000) as f64 / 1000.0;
             debug!(
                 "partition {id}: offset {} on disk {latency:.3} ms after its newest record was sent",
                 checkpoint.offset
@@ -498,24 +445,4 @@ async fn save(file: PartitionFile, checkpoint: Checkpoint) -> Result<Checkpoint,
     tokio::task::spawn_blocking(move || file.save(&checkpoint).map(|()| checkpoint))
         .await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_outage_is_told_by_the_first_partition_to_lose_the_broker_and_the_last_to_regain_it() {
-        let watch = BrokerWatch::new("127.0.0.1:9092");
-        assert!(!watch.answered(0), "nothing was down");
-        assert!(watch.lost(0, "refused"));
-        assert!(!watch.lost(1, "refused"));
-        assert!(!watch.lost(0, "refused again"));
-        // A partition that was never down answering says nothing of the others.
-        assert!(!watch.answered(2));
-        assert!(!watch.answered(0));
-        assert!(watch.answered(1));
-        assert!(!watch.answered(1));
-        assert!(watch.lost(3, "the next outage"));
-    }
 }

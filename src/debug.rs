@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::consumer::FETCH_BYTES;
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, Generation, GroupError, GroupOptions, Positions};
+use crate::kafka::outage::OutageWatch;
 use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
 use crate::shutdown::Shutdown;
 use crate::stats::DayReading;
@@ -50,8 +51,9 @@ pub async fn run(
     shutdown: &Shutdown,
 ) -> Result<(), DebugError> {
     cluster.require_topic(&options.group.topic).await?;
+    let watch = OutageWatch::new("printing");
     group::run(cluster, &options.group, shutdown, async |generation| {
-        print_generation(cluster, options, generation).await
+        print_generation(cluster, options, generation, &watch).await
     })
     .await
 }
@@ -60,6 +62,7 @@ async fn print_generation(
     cluster: &Cluster,
     options: &DebugOptions,
     generation: Generation,
+    watch: &OutageWatch,
 ) -> Result<(), DebugError> {
     let wait = cluster.flavor().default_fetch_wait();
     let mut runs = Vec::new();
@@ -82,6 +85,7 @@ async fn print_generation(
             partition,
             start,
             wait,
+            watch,
             &generation.positions,
             &generation.stop,
         ));
@@ -105,6 +109,7 @@ async fn print_partition(
     partition: Partition,
     mut offset: i64,
     wait: Duration,
+    watch: &OutageWatch,
     positions: &Positions,
     stop: &Shutdown,
 ) -> Result<(), DebugError> {
@@ -113,26 +118,26 @@ async fn print_partition(
     positions.set(id, offset);
     while !stop.is_requested() {
         let fetched = tokio::select! {
-            fetched = partition.fetch(offset, FETCH_BYTES, wait) => fetched,
+            fetched = partition.fetch_watched(offset, FETCH_BYTES, wait, watch) => fetched,
             _ = stop.requested() => break,
         };
         match fetched {
             Ok(fetched) => {
                 backoff.reset();
                 let mut out = Vec::new();
-                for record in &fetched.records {
-                    let r = &record.record;
+                for r in &fetched.records {
                     match line(id, r.key.as_deref(), r.value.as_deref()) {
                         Ok(text) => {
                             out.extend_from_slice(text.as_bytes());
                             out.push(b'\n');
                         }
                         Err(reason) => {
-                            warn!("partition {id} offset {}: skipped, {reason}", record.offset);
+                            warn!("partition {id} offset {}: skipped, {reason}", r.offset);
                         }
                     }
-                    offset = record.offset + 1;
+                    offset = r.offset + 1;
                 }
+                offset = offset.max(fetched.next_offset);
                 // The whole batch is out before its offsets can be committed.
                 let mut stdout = std::io::stdout().lock();
                 stdout
@@ -144,12 +149,20 @@ async fn print_partition(
             Err(e) if is_offset_out_of_range(&e) => {
                 let (earliest, end) = partition.offsets().await?;
                 let next = offset.clamp(earliest, end);
-                warn!("partition {id}: offset {offset} no longer exists; continuing at {next}");
-                offset = next;
+                if next != offset {
+                    warn!("partition {id}: offset {offset} no longer exists; continuing at {next}");
+                    offset = next;
+                } else {
+                    // A leader that has just taken over and has not caught up yet.
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = stop.requested() => break,
+                    }
+                }
             }
             Err(e) => {
                 let delay: Duration = backoff.next_delay();
-                warn!("partition {id}: {e}; retrying in {delay:.1?}");
+                watch.lost(id, &format!("at offset {offset}: {e}"));
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.requested() => break,

@@ -325,9 +325,7 @@ async fn edge_date(
         let mut dates = Vec::new();
         partition
             .scan(from, to, |r| {
-                if let Ok(reading) =
-                    DayReading::from_record(r.record.key.as_deref(), r.record.value.as_deref())
-                {
+                if let Ok(reading) = DayReading::from_record(r.key.as_deref(), r.value.as_deref()) {
                     dates.push(reading.date);
                 }
             })

@@ -106,7 +106,7 @@ async fn recompute(partition: &Partition, until: i64) -> Result<PartitionStats, 
     let mut stats = PartitionStats::default();
     partition
         .scan(0, until, |record| {
-            stats.apply(record.record.key.as_deref(), record.record.value.as_deref());
+            stats.apply(record.key.as_deref(), record.value.as_deref());
         })
         .await?;
     Ok(stats)

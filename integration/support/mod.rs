@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 
 pub mod broker;
 pub mod proxy;
+pub mod raw;
 pub mod topic;
 
 #[allow(unused_imports)]
 pub use broker::{Broker, Kind};
+#[allow(unused_imports)]
+pub use raw::ProduceRaw;
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {

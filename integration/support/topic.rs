@@ -26,8 +26,7 @@ pub fn topic_days(cluster: &Cluster) -> BTreeMap<i32, PartitionDays> {
             let mut days = Vec::new();
             partition
                 .scan(earliest, end, |r| {
-                    let (key, value) = (r.record.key.as_deref(), r.record.value.as_deref());
-                    days.extend(DayReading::from_record(key, value).ok());
+                    days.extend(DayReading::from_record(r.key.as_deref(), r.value.as_deref()).ok());
                 })
                 .await
                 .unwrap();

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -32,11 +32,12 @@ use kafka_protocol::records::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::KafkaError;
 use super::backoff::Backoff;
 use super::metadata::ClusterView;
+use super::outage::OutageWatch;
 use super::wire::{Connection, Pending, WireError};
 
 /// Batches a partition may have sent and not yet seen answered; Kafka keeps the last five
@@ -56,6 +57,8 @@ const INIT_PRODUCER_ID_VERSIONS: RangeInclusive<i16> = 0..=4;
 const ACK_TIMEOUT_MS: i32 = 20_000;
 /// Records a caller may queue per partition before `send` waits.
 const QUEUE: usize = 4096;
+/// While backing off from a lost leader, how often to look whether one answers again.
+const LEADER_PROBE: Duration = Duration::from_secs(1);
 
 /// When a batch is sealed and sent.
 #[derive(Debug, Clone)]
@@ -130,13 +133,22 @@ pub enum SendError {
 }
 
 /// What has been acknowledged so far, shared by all partitions' tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Acked {
     records: AtomicU64,
     highest_id: AtomicI64,
-    /// Set while a partition cannot reach its leader, so an outage is logged once, not once
-    /// per partition.
-    outage: AtomicBool,
+    /// The partitions that cannot write now, so an outage is told once, not per partition.
+    outage: OutageWatch,
+}
+
+impl Default for Acked {
+    fn default() -> Self {
+        Self {
+            records: AtomicU64::default(),
+            highest_id: AtomicI64::default(),
+            outage: OutageWatch::new("writing"),
+        }
+    }
 }
 
 impl Acked {
@@ -179,6 +191,7 @@ impl IdempotentProducer {
                 topic: topic.into(),
                 partition,
                 view: view.clone(),
+                leader: None,
                 producer_id,
                 epoch,
                 options: options.clone(),
@@ -362,6 +375,8 @@ struct PartitionSender {
     topic: String,
     partition: i32,
     view: Arc<ClusterView>,
+    /// The leader this partition last wrote through, to tell when it moves.
+    leader: Option<String>,
     producer_id: i64,
     epoch: i16,
     options: BatchOptions,
@@ -482,7 +497,15 @@ impl PartitionSender {
                 return Err(SendError::Wire(e));
             }
         };
-        debug!("partition {} writes through {leader}", self.partition);
+        match self.leader.replace(leader.clone()) {
+            Some(old) if old != leader => {
+                info!(
+                    "partition {}: new leader {leader} (was {old})",
+                    self.partition
+                );
+            }
+            _ => debug!("partition {} writes through {leader}", self.partition),
+        }
         self.connection = Some(connection.clone());
         Ok(connection)
     }
@@ -631,9 +654,10 @@ impl PartitionSender {
             self.acked
                 .highest_id
                 .fetch_max(batch.highest_id, Ordering::Relaxed);
-            if self.failures > 0 && self.acked.outage.swap(false, Ordering::Relaxed) {
-                info!("partition {}: writing again", self.partition);
-            }
+            let leader = self.connection.as_ref().map(|c| c.address().to_string());
+            self.acked
+                .outage
+                .answered(self.partition, leader.as_deref());
             self.failures = 0;
             self.backoff.reset();
         }
@@ -661,20 +685,37 @@ impl PartitionSender {
                 last: failure.reason,
             });
         }
-        if !self.acked.outage.swap(true, Ordering::Relaxed) {
-            warn!(
-                "partition {}: {}; retrying with backoff (up to {MAX_RETRIES} times)",
-                self.partition, failure.reason
-            );
-        } else {
+        if !self.acked.outage.lost(
+            self.partition,
+            &format!(
+                "{} (try {} of {MAX_RETRIES})",
+                failure.reason, self.failures
+            ),
+        ) {
             debug!("partition {}: {}", self.partition, failure.reason);
         }
-        if failure.reconnect {
-            self.connection = None;
-            self.view.leader_failed(&self.topic, self.partition);
+        let delay = self.backoff.next_delay();
+        if !failure.reconnect {
+            // The broker answered and refused (not enough replicas, a timeout waiting for
+            // them): only time helps.
+            tokio::time::sleep(delay).await;
+            return Ok(());
         }
-        tokio::time::sleep(self.backoff.next_delay()).await;
-        Ok(())
+        // The leader is gone or moved: look for it about every second, and go as soon as
+        // one answers, rather than sleeping out a long backoff after the cluster is back.
+        self.connection = None;
+        self.view.leader_failed(&self.topic, self.partition);
+        let until = Instant::now() + delay;
+        loop {
+            tokio::time::sleep_until(until.min(Instant::now() + LEADER_PROBE)).await;
+            match self.connect().await {
+                Ok(_) => return Ok(()),
+                Err(SendError::Wire(e)) if !e.is_transient() => return Err(SendError::Wire(e)),
+                Err(SendError::Kafka(e)) if !e.is_transient() => return Err(SendError::Kafka(e)),
+                Err(_) if Instant::now() >= until => return Ok(()),
+                Err(_) => {}
+            }
+        }
     }
 }
 

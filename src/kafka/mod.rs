@@ -11,9 +11,11 @@
 pub mod admin;
 pub mod assignor;
 pub mod backoff;
+pub mod fetch;
 pub mod group;
 pub mod idempotent;
 pub mod metadata;
+pub mod outage;
 pub mod partitioner;
 pub mod quirks;
 pub mod wire;
@@ -23,9 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
-use rskafka::record::RecordAndOffset;
 use tracing::{info, warn};
 
 use crate::shutdown::Shutdown;
@@ -34,11 +34,10 @@ use metadata::{ClusterView, TopicInfo};
 use quirks::Flavor;
 use wire::{Connection, WireError};
 
+pub use fetch::{Fetched, FetchedRecord, Partition, is_offset_out_of_range};
+
 pub use rskafka::client::error::Error as ClientError;
 pub use rskafka::client::error::ProtocolError;
-
-/// Largest read of one `Partition::scan` step.
-const SCAN_BYTES: i64 = 192 << 10;
 
 /// How long one request may keep retrying inside rskafka before we see the error.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
@@ -82,6 +81,15 @@ pub enum KafkaError {
         partition: i32,
         reason: String,
     },
+    #[error(
+        "{topic} partition {partition} at offset {offset}: the broker sent records that do not decode ({reason})"
+    )]
+    Corrupt {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -122,7 +130,10 @@ impl KafkaError {
                 | ClientError::Timeout => true,
                 _ => true,
             },
-            Self::BadAddress { .. } | Self::NoTopic { .. } | Self::Interrupted => false,
+            Self::BadAddress { .. }
+            | Self::NoTopic { .. }
+            | Self::Corrupt { .. }
+            | Self::Interrupted => false,
         }
     }
 }
@@ -300,16 +311,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// A handle on one partition, bound to its leader.
+    /// A handle on one partition, read through its leader (found when first used).
     pub async fn partition(&self, topic: &str, partition: i32) -> Result<Partition, KafkaError> {
-        let client = self
-            .client
-            .partition_client(topic, partition, UnknownTopicHandling::Retry)
-            .await
-            .map_err(KafkaError::request(format!(
-                "connecting to {topic} partition {partition}"
-            )))?;
-        Ok(Partition { client })
+        Ok(Partition::new(self.view.clone(), topic, partition))
     }
 }
 
@@ -375,119 +379,6 @@ fn waited_for(waited: Duration) -> String {
         String::new()
     } else {
         format!(" after {waited:?}")
-    }
-}
-
-/// One partition of a topic, on its leader.
-#[derive(Debug)]
-pub struct Partition {
-    client: PartitionClient,
-}
-
-/// Records from one fetch, and the partition's end at that moment.
-#[derive(Debug)]
-pub struct Fetched {
-    pub records: Vec<RecordAndOffset>,
-    pub high_watermark: i64,
-}
-
-impl Partition {
-    pub fn id(&self) -> i32 {
-        self.client.partition()
-    }
-
-    /// The first offset still kept and the next offset to be written.
-    pub async fn offsets(&self) -> Result<(i64, i64), KafkaError> {
-        let what = format!("reading offsets of partition {}", self.id());
-        let earliest = self
-            .client
-            .get_offset(OffsetAt::Earliest)
-            .await
-            .map_err(KafkaError::request(what.clone()))?;
-        let latest = self
-            .client
-            .get_offset(OffsetAt::Latest)
-            .await
-            .map_err(KafkaError::request(what))?;
-        Ok((earliest, latest))
-    }
-
-    /// Records from `offset` on, up to about `max_bytes`, waiting up to `max_wait` for any.
-    pub async fn fetch(
-        &self,
-        offset: i64,
-        max_bytes: i32,
-        max_wait: Duration,
-    ) -> Result<Fetched, KafkaError> {
-        let (records, high_watermark) = self
-            .client
-            .fetch_records(offset, 1..max_bytes, max_wait.as_millis() as i32)
-            .await
-            .map_err(KafkaError::request(format!(
-                "fetching partition {} at offset {offset}",
-                self.id()
-            )))?;
-        Ok(Fetched {
-            records,
-            high_watermark,
-        })
-    }
-
-    /// Calls `each` on every record in `from..to`, in offset order: records known to be there
-    /// already, so no fetch waits (Tansu 0.6.0 would sleep out any wait given).
-    pub async fn scan(
-        &self,
-        from: i64,
-        to: i64,
-        mut each: impl FnMut(&RecordAndOffset),
-    ) -> Result<(), KafkaError> {
-        let mut offset = from;
-        while offset < to {
-            // About what the range holds, so a look at a few records stays a small read.
-            let max_bytes = ((to - offset) * 128).clamp(4 << 10, SCAN_BYTES);
-            let fetched = self.fetch(offset, max_bytes as i32, Duration::ZERO).await?;
-            let Some(next) = fetched.records.last().map(|r| r.offset + 1) else {
-                break;
-            };
-            fetched
-                .records
-                .iter()
-                .filter(|r| r.offset < to)
-                .for_each(&mut each);
-            offset = next;
-        }
-        Ok(())
-    }
-
-    /// Appends records as one batch; returns their offsets.
-    pub async fn produce(
-        &self,
-        records: Vec<rskafka::record::Record>,
-    ) -> Result<Vec<i64>, KafkaError> {
-        self.client
-            .produce(
-                records,
-                rskafka::client::partition::Compression::NoCompression,
-            )
-            .await
-            .map_err(KafkaError::request(format!(
-                "producing to partition {}",
-                self.id()
-            )))
-    }
-}
-
-/// True when a fetch failed because the offset lies outside what the partition holds.
-pub fn is_offset_out_of_range(error: &KafkaError) -> bool {
-    match error {
-        KafkaError::Request { source, .. } => matches!(
-            **source,
-            ClientError::ServerError {
-                protocol_error: ProtocolError::OffsetOutOfRange,
-                ..
-            }
-        ),
-        _ => false,
     }
 }
 
