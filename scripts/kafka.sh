@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Apache Kafka itself (KRaft, no ZooKeeper, no Docker), run from its own jars on Maven Central.
 #   scripts/kafka.sh install                  assemble Kafka's jars into .kafka/VERSION/lib (once)
-#   scripts/kafka.sh up kafka|kafka-cluster   start one node or three, formatting on first start;
-#                                             only the nodes not running are started, then all are
-#                                             waited on until they answer
+#   scripts/kafka.sh up kafka|kafka-cluster [NODE...]
+#                                             start one node or three, formatting on first start;
+#                                             only the nodes not running are started (or only the
+#                                             nodes named, 1 to 3), then waited on until they answer
 #   scripts/kafka.sh down kafka|kafka-cluster stop them (data kept)
 #   scripts/kafka.sh status kafka|kafka-cluster
 #   scripts/kafka.sh tool CLASS [ARGS...]     one of Kafka's own tools, e.g.
@@ -211,11 +212,20 @@ started_since_mark() {
 
 up() {
   layout "$1"
+  shift
+  local only=("$@")
   install >/dev/null
   mkdir -p "$DIR"
   local id started=() waiting=()
+  for id in "${only[@]}"; do
+    [[ $id =~ ^[0-9]+$ ]] && [ "$id" -ge 1 ] && [ "$id" -le "$NODES" ] ||
+      fail "no node $id in $MODE: its nodes are 1 to $NODES"
+  done
   for ((id = 1; id <= NODES; id++)); do
     if running_pid "$id" >/dev/null; then
+      continue
+    fi
+    if [ "${#only[@]}" -gt 0 ] && [[ " ${only[*]} " != *" $id "* ]]; then
       continue
     fi
     start_node "$id"
@@ -309,11 +319,11 @@ node() {
 
 case "${1:-}" in
   install) install ;;
-  up) up "${2:-kafka}" ;;
+  up) shift; up "${1:-kafka}" "${@:2}" ;;
   down) down "${2:-kafka}" ;;
   status) status "${2:-kafka}" ;;
   tool) shift; tool "$@" ;;
   node) node "$2" ;;
   version) say "$VERSION" ;;
-  *) fail "usage: scripts/kafka.sh install | up|down|status kafka|kafka-cluster | tool CLASS [ARGS...]" ;;
+  *) fail "usage: scripts/kafka.sh install | up kafka|kafka-cluster [NODE...] | down|status kafka|kafka-cluster | tool CLASS [ARGS...]" ;;
 esac

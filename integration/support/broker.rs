@@ -138,7 +138,15 @@ impl Broker {
                     self.launch_tansu();
                 }
             }
-            Kind::Kafka => self.kafka_script("up"),
+            Kind::Kafka => self.kafka_script(&["up"]),
+        }
+    }
+
+    /// Starts node `id` alone, if it is not running (Kafka: `scripts/kafka.sh up MODE ID`).
+    pub fn start_node(&mut self, id: i32) {
+        match self.kind {
+            Kind::Tansu => self.start_missing(),
+            Kind::Kafka => self.kafka_script(&["up", &id.to_string()]),
         }
     }
 
@@ -294,7 +302,7 @@ impl Broker {
         }
     }
 
-    fn kafka_script(&self, action: &str) {
+    fn kafka_script(&self, args: &[&str]) {
         let ports = |f: fn(&Node) -> u16| {
             self.nodes
                 .iter()
@@ -310,7 +318,9 @@ impl Broker {
         );
         let output = Command::new("bash")
             .arg(Path::new(ROOT).join("scripts/kafka.sh"))
-            .args([action, self.mode()])
+            .arg(args[0])
+            .arg(self.mode())
+            .args(&args[1..])
             .env("KAFKA_DIR", self.dir.path())
             .env("KAFKA_PORTS", ports(|n| n.port))
             .env("KAFKA_CONTROLLER_PORTS", ports(|n| n.controller))
@@ -322,7 +332,8 @@ impl Broker {
             .unwrap_or_else(|e| panic!("cannot run scripts/kafka.sh ({e}): {KAFKA_HINT}"));
         assert!(
             output.status.success(),
-            "scripts/kafka.sh {action} {} failed: {}{}\n{}",
+            "scripts/kafka.sh {} {} failed: {}{}\n{}",
+            args.join(" "),
             self.mode(),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),

@@ -189,12 +189,9 @@ impl Partition {
             let action = action.clone();
             async move {
                 // The broker may rightly hold a fetch for its whole wait.
+                let versions = leader.flavor().fetch_versions(FETCH_VERSIONS);
                 let response = leader
-                    .request_within(
-                        request,
-                        FETCH_VERSIONS,
-                        max_wait + super::wire::REQUEST_TIMEOUT,
-                    )
+                    .request_within(request, versions, max_wait + super::wire::REQUEST_TIMEOUT)
                     .await
                     .map_err(|e| KafkaError::wire(action.clone(), e))?;
                 if let Some(error) = response.error_code.err() {

@@ -94,7 +94,10 @@ pub enum SendError {
     Kafka(KafkaError),
     #[error("cannot get a producer id from {address}: {reason}")]
     InitProducerId { address: String, reason: String },
-    #[error("producing to {topic} partition {partition} failed after {tries} tries: {last}")]
+    #[error(
+        "producing to {topic} partition {partition} failed after {tries} tries: {last}; \
+         run again to resume where the topic ends (nothing is lost or doubled)"
+    )]
     GaveUp {
         topic: String,
         partition: i32,
@@ -353,9 +356,9 @@ fn init_producer_id_request() -> InitProducerIdRequest {
         .with_producer_epoch(-1)
 }
 
+/// The broker's error code as a person reads it: Kafka's name for it, then what it means.
 fn describe(code: i16) -> String {
-    code.err()
-        .map_or_else(|| "no error".into(), |e| format!("{e} ({code})"))
+    code.err().map_or_else(|| "no error".into(), super::explain)
 }
 
 /// A sealed batch: its encoded bytes are what every try sends.
@@ -398,6 +401,8 @@ struct PartitionSender {
 
 #[derive(Debug)]
 struct Failure {
+    /// What kind of failure: the broker's error name, or "connection".
+    cause: String,
     reason: String,
     reconnect: bool,
 }
@@ -466,7 +471,7 @@ impl PartitionSender {
             Err(SendError::Wire(e)) if !e.is_transient() => return Err(SendError::Wire(e)),
             Err(SendError::Kafka(e)) if !e.is_transient() => return Err(SendError::Kafka(e)),
             Err(e) => {
-                self.fail(e.to_string(), true);
+                self.fail("connection", e.to_string(), true);
                 return Ok(());
             }
         };
@@ -594,7 +599,7 @@ impl PartitionSender {
             Ok(response) => partition_error(&response, &self.topic, self.partition),
             Err(e) if !e.is_transient() => return Err(SendError::Wire(e)),
             Err(e) => {
-                self.fail(e.to_string(), true);
+                self.fail("connection", e.to_string(), true);
                 return Ok(());
             }
         };
@@ -623,7 +628,7 @@ impl PartitionSender {
                         | ResponseError::LeaderNotAvailable
                         | ResponseError::UnknownTopicOrPartition
                 );
-                self.fail(describe(code), reconnect);
+                self.fail(&format!("{error:?}"), describe(code), reconnect);
             }
             Some(_) => {
                 return Err(SendError::Refused {
@@ -663,10 +668,16 @@ impl PartitionSender {
         }
     }
 
-    fn fail(&mut self, reason: String, reconnect: bool) {
+    fn fail(&mut self, cause: &str, reason: String, reconnect: bool) {
         match &mut self.failed {
             Some(failure) => failure.reconnect |= reconnect,
-            None => self.failed = Some(Failure { reason, reconnect }),
+            None => {
+                self.failed = Some(Failure {
+                    cause: cause.into(),
+                    reason,
+                    reconnect,
+                });
+            }
         }
     }
 
@@ -685,13 +696,15 @@ impl PartitionSender {
                 last: failure.reason,
             });
         }
-        if !self.acked.outage.lost(
-            self.partition,
-            &format!(
-                "{} (try {} of {MAX_RETRIES})",
-                failure.reason, self.failures
-            ),
-        ) {
+        let why = format!(
+            "{} (try {} of {MAX_RETRIES})",
+            failure.reason, self.failures
+        );
+        if !self
+            .acked
+            .outage
+            .lost_because(self.partition, &failure.cause, &why)
+        {
             debug!("partition {}: {}", self.partition, failure.reason);
         }
         let delay = self.backoff.next_delay();

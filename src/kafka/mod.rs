@@ -64,12 +64,12 @@ pub enum KafkaError {
     },
     #[error("{action} failed: {source}")]
     Wire { action: String, source: WireError },
-    #[error("{action}: the broker refused ({error})")]
+    #[error("{action}: the broker refused ({})", explain(*error))]
     Refused {
         action: String,
         error: ResponseError,
     },
-    #[error("{action}: the broker refused ({error}: {message})")]
+    #[error("{action}: the broker refused ({}: {message})", explain(*error))]
     RefusedWith {
         action: String,
         error: ResponseError,
@@ -136,6 +136,11 @@ impl KafkaError {
             | Self::Interrupted => false,
         }
     }
+}
+
+/// A broker's error as a person reads it: Kafka's name for it, then what it means.
+pub fn explain(error: ResponseError) -> String {
+    format!("{error:?}: {error}")
 }
 
 /// kafka-protocol's name for one of rskafka's protocol errors: both crates name Kafka's error

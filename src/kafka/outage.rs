@@ -1,6 +1,8 @@
-//! Outages told once: one line when the first partition loses its leader, one when the last
-//! gets an answer again, however many partitions and retries the outage spans. Shared by the
-//! producer's senders and the consumers' fetch loops.
+//! Outages told once: one line when the first partition loses its leader, one more for each
+//! other cause the outage turns out to have (a lost connection, then NOT_ENOUGH_REPLICAS once
+//! the cluster has shrunk its in-sync replicas), and one when the last partition gets an
+//! answer again, however many partitions and retries it spans. Shared by the producer's
+//! senders and the consumers' fetch loops.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -12,35 +14,51 @@ use tracing::{info, warn};
 pub struct OutageWatch {
     /// What the program is doing, for the lines: "writing", "reading".
     doing: &'static str,
-    down: Mutex<BTreeSet<i32>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    down: BTreeSet<i32>,
+    /// The causes already told during this outage.
+    told: BTreeSet<String>,
 }
 
 impl OutageWatch {
     pub fn new(doing: &'static str) -> Self {
         Self {
             doing,
-            down: Mutex::default(),
+            state: Mutex::default(),
         }
     }
 
     /// `partition` gets no answer (`why`). The first partition to lose its leader says so;
     /// returns whether it did.
     pub fn lost(&self, partition: i32, why: &str) -> bool {
-        let mut down = self.lock();
-        let first = down.is_empty();
-        if first {
+        self.lost_because(partition, "", why)
+    }
+
+    /// Like `lost`, for a failure of kind `cause` (an error's name): a cause not yet told
+    /// during this outage is told too. Returns whether a line was written.
+    pub fn lost_because(&self, partition: i32, cause: &str, why: &str) -> bool {
+        let mut state = self.lock();
+        let first = state.down.is_empty();
+        let new_cause = !cause.is_empty() && !state.told.contains(cause);
+        if first || new_cause {
             warn!("partition {partition}: {why}; retrying with backoff, nothing is lost meanwhile");
+            state.told.insert(cause.to_string());
         }
-        down.insert(partition);
-        first
+        state.down.insert(partition);
+        first || new_cause
     }
 
     /// `partition` got an answer, from `leader` where known. The last partition to get one
     /// back says so; returns whether it did.
     pub fn answered(&self, partition: i32, leader: Option<&str>) -> bool {
-        let mut down = self.lock();
-        let last = down.remove(&partition) && down.is_empty();
+        let mut state = self.lock();
+        let last = state.down.remove(&partition) && state.down.is_empty();
         if last {
+            state.told.clear();
             let through = leader.map_or_else(String::new, |l| {
                 format!(" (partition {partition} through {l})")
             });
@@ -51,17 +69,17 @@ impl OutageWatch {
 
     /// Whether any partition is waiting for an answer.
     pub fn any_down(&self) -> bool {
-        !self.lock().is_empty()
+        !self.lock().down.is_empty()
     }
 
     /// Whether `partition` is waiting for an answer.
     pub fn is_down(&self, partition: i32) -> bool {
-        self.lock().contains(&partition)
+        self.lock().down.contains(&partition)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
-        // A set of plain numbers cannot be left half-changed by a panic: recover it.
-        self.down.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Sets of plain values cannot be left half-changed by a panic: recover them.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -84,5 +102,20 @@ mod tests {
         assert!(!watch.answered(1, None));
         assert!(!watch.any_down());
         assert!(watch.lost(3, "the next outage"));
+    }
+
+    #[test]
+    fn each_new_cause_of_an_outage_is_told_once() {
+        let watch = OutageWatch::new("writing");
+        assert!(watch.lost_because(0, "connection", "connection closed"));
+        assert!(!watch.lost_because(1, "connection", "connection closed"));
+        assert!(watch.lost_because(1, "NotEnoughReplicas", "not enough replicas"));
+        assert!(!watch.lost_because(2, "NotEnoughReplicas", "not enough replicas"));
+        for p in 0..3 {
+            watch.answered(p, None);
+        }
+        // A new outage tells its causes afresh.
+        assert!(watch.lost_because(0, "connection", "connection closed"));
+        assert!(!watch.lost_because(0, "NotEnoughReplicas", "x") || watch.any_down());
     }
 }

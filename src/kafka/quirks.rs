@@ -45,6 +45,16 @@ impl Flavor {
         }
     }
 
+    /// The Fetch versions to offer. Tansu 0.6.0 answers Fetch v12 with tagged field 0 at the
+    /// top level, which is NodeEndpoints, a field of v16 and later: kafka-protocol rightly
+    /// refuses to decode it. Version 11, the last before tagged fields, is read correctly.
+    pub fn fetch_versions(self, ours: RangeInclusive<i16>) -> RangeInclusive<i16> {
+        match self {
+            Flavor::ApacheKafka => ours,
+            Flavor::Tansu => *ours.start()..=(*ours.end()).min(11),
+        }
+    }
+
     /// True when a SyncGroup answer cannot be trusted because the generation did not change
     /// through a rebalance (`held` is the generation this member had before rejoining).
     ///
@@ -93,6 +103,12 @@ mod tests {
         assert!(!Flavor::Tansu.stale_generation(3, 4));
         assert!(!Flavor::Tansu.stale_generation(-1, -1));
         assert!(!Flavor::ApacheKafka.stale_generation(3, 3));
+    }
+
+    #[test]
+    fn fetch_stays_below_tagged_fields_on_tansu_only() {
+        assert_eq!(Flavor::Tansu.fetch_versions(4..=12), 4..=11);
+        assert_eq!(Flavor::ApacheKafka.fetch_versions(4..=12), 4..=12);
     }
 
     #[test]
