@@ -43,7 +43,10 @@ impl ProduceRaw for Partition {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // kafka-protocol starts a new batch wherever offset - sequence changes, and
+                // Kafka takes one batch per partition: the base sequence stays -1 (no
+                // producer id), and the records keep to one batch.
+                sequence: i as i32 - 1,
                 timestamp: r.timestamp.timestamp_millis(),
                 key: r.key.map(Bytes::from),
                 value: r.value.map(Bytes::from),
