@@ -851,3 +851,127 @@ fn bad_command_lines_get_exactly_one_line_and_a_failure() {
     let topic = topic_days(&broker.cluster());
     assert_eq!(topic.values().map(|p| p.days.len()).sum::<usize>(), 5);
 }
+
+fn end_offsets(broker: &Broker) -> BTreeMap<i32, i64> {
+    topic_days(&broker.cluster())
+        .into_iter()
+        .map(|(id, p)| (id, p.end))
+        .filter(|(_, end)| *end > 0)
+        .collect()
+}
+
+/// A March report for `day` of 2000 with these degrees, as a record on partition 0.
+fn march_record(day: u8, degrees: f64) -> Record {
+    let date = Date::from_calendar_date(2000, Month::March, day).unwrap();
+    let value = prost::Message::encode_to_vec(&weather_stream::report::Report {
+        date: date.to_string(),
+        degrees,
+    });
+    Record {
+        key: Some(b"March".to_vec()),
+        value: Some(value),
+        headers: BTreeMap::new(),
+        timestamp: Utc.timestamp_millis_opt(0).unwrap(),
+    }
+}
+
+/// Writes records to partition 0 (March's) directly, as another producer might.
+fn write_to_partition_0(broker: &Broker, records: Vec<Record>) {
+    let cluster = broker.cluster();
+    runtime().block_on(async {
+        let partition = cluster.partition(TOPIC, 0).await.unwrap();
+        partition.produce(records).await.unwrap();
+    });
+}
+
+#[test]
+fn days_that_arrive_late_are_counted_once_in_any_order() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = path_str(state.path());
+    // January and February from the producer; March only from us, out of order.
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "60", "--delay-ms", "0", "--reset"]),
+    );
+    let weather = Weather::new(1);
+    let degrees =
+        |day: u8| weather.degrees(Date::from_calendar_date(2000, Month::March, day).unwrap());
+    let mut rng = fastrand::Rng::with_seed(seed());
+    let mut late: Vec<u8> = (1..=30).collect();
+    rng.shuffle(&mut late);
+    // The month's last day first, then the others, in two runs of the consumer, with repeats.
+    let first: Vec<u8> = [31].iter().chain(&late[..12]).copied().collect();
+    let second: Vec<u8> = late[12..].iter().chain(&[late[3], 31]).copied().collect();
+    let consume = || {
+        run_ok(broker.weather().args([
+            "consume",
+            "0,1,2,3",
+            "--until-caught-up",
+            "--state-dir",
+            state_dir,
+        ]))
+    };
+    write_to_partition_0(
+        &broker,
+        first.iter().map(|&d| march_record(d, degrees(d))).collect(),
+    );
+    consume();
+    let march = |state: &Path| {
+        PartitionFile::new(state, 0)
+            .load()
+            .unwrap()
+            .unwrap()
+            .stats
+            .get(Month::March, 2000)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        march(state.path()).count,
+        13,
+        "the late days of the first run"
+    );
+    for chunk in second.chunks(7) {
+        write_to_partition_0(
+            &broker,
+            chunk.iter().map(|&d| march_record(d, degrees(d))).collect(),
+        );
+    }
+    let output = consume();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("partition 0: stopped at offset") && stderr.contains("2 duplicates"),
+        "only the two repeats are duplicates: {stderr}"
+    );
+
+    // Every day once, summed in the order it arrived (the order verify reads it in).
+    let mut seen = BTreeSet::new();
+    let expected_sum = first
+        .iter()
+        .chain(&second)
+        .filter(|d| seen.insert(**d))
+        .fold(0.0, |sum, &d| sum + degrees(d));
+    let m = march(state.path());
+    assert_eq!(m.count, 31);
+    assert_eq!(
+        m.sum.to_bits(),
+        expected_sum.to_bits(),
+        "{} {expected_sum}",
+        m.sum
+    );
+    assert_eq!(m.start, date!(2000 - 03 - 01));
+    assert_eq!(m.end, date!(2000 - 03 - 31));
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.path().join("partition-0.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["March"]["2000"]["days"], 0x7fff_ffff_u32);
+    broker.verify(state.path());
+    assert_eq!(
+        offsets(state.path())[&0],
+        end_offsets(&broker)[&0],
+        "the file is at the partition's end"
+    );
+}

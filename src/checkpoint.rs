@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
+use time::{Date, Month};
 
 use crate::report::{format_date, month_name, parse_date, parse_month};
-use crate::stats::{MonthStats, PartitionStats};
+use crate::stats::{Days, MonthStats, PartitionStats};
 
 /// What one partition file holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,48 +42,117 @@ impl Checkpoint {
     }
 
     /// Parses a partition file's text, checking everything a reader relies on.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let raw: RawCheckpoint = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if raw.partition < 0 {
-            return Err(format!("partition {} is negative", raw.partition));
-        }
-        if raw.offset < 0 {
-            return Err(format!("offset {} is negative", raw.offset));
-        }
+    pub fn from_json(text: &str) -> Result<Self, Unusable> {
+        let raw: RawCheckpoint =
+            serde_json::from_str(text).map_err(|e| Unusable::Invalid(e.to_string()))?;
+        let invalid = |reason: String| Err(Unusable::Invalid(reason));
         let mut stats = PartitionStats::default();
+        let mut days_unknown = None;
         for (name, years) in raw.months {
-            let month = parse_month(&name).ok_or_else(|| format!("{name:?} is not a month"))?;
+            let Some(month) = parse_month(&name) else {
+                return invalid(format!("{name:?} is not a month"));
+            };
             for (year_text, m) in years {
-                let year: i32 = year_text
-                    .parse()
-                    .map_err(|_| format!("{name} {year_text:?} is not a year"))?;
-                let bad = |what: &str| format!("{name} {year}: {what}");
+                let Ok(year) = year_text.parse::<i32>() else {
+                    return invalid(format!("{name} {year_text:?} is not a year"));
+                };
+                let bad = |what: &str| Unusable::Invalid(format!("{name} {year}: {what}"));
                 let start = parse_date(&m.start).map_err(|_| bad("start is not a date"))?;
                 let end = parse_date(&m.end).map_err(|_| bad("end is not a date"))?;
-                let in_month = |d: time::Date| d.month() == month && d.year() == year;
-                if m.count == 0 || !m.sum.is_finite() || start > end {
-                    return Err(bad("count, sum or dates are out of range"));
-                }
-                if !in_month(start) || !in_month(end) {
-                    return Err(bad("start or end lies outside that month"));
-                }
-                stats.months.entry(month).or_default().insert(
-                    year,
-                    MonthStats {
-                        count: m.count,
-                        sum: m.sum,
-                        start,
-                        end,
-                    },
-                );
+                // Files from before `days` was written: that version counted only dates after
+                // `end`, so a month with as many days as its span counted exactly those.
+                let span = Days::span(start.day(), end.day());
+                let days = match m.days {
+                    Some(bits) => Days::from_bits(bits),
+                    None if start <= end && u64::from(span.len()) == m.count => span,
+                    None => {
+                        days_unknown.get_or_insert(Unusable::DaysUnknown {
+                            month,
+                            year,
+                            count: m.count,
+                            start,
+                            end,
+                        });
+                        span
+                    }
+                };
+                let stats_of_month = MonthStats {
+                    count: m.count,
+                    sum: m.sum,
+                    start,
+                    end,
+                    days,
+                };
+                stats
+                    .months
+                    .entry(month)
+                    .or_default()
+                    .insert(year, stats_of_month);
             }
         }
-        Ok(Self {
+        let checkpoint = Self {
             partition: raw.partition,
             offset: raw.offset,
             stats,
-        })
+        };
+        checkpoint.check().map_err(Unusable::Invalid)?;
+        match days_unknown {
+            Some(unknown) => Err(unknown),
+            None => Ok(checkpoint),
+        }
     }
+
+    /// The rules every partition file meets. Loading checks them, and so does every save
+    /// before it writes anything, so a file that is written always loads again: a sum that
+    /// overflowed to infinity, which JSON writes as `null`, is refused rather than saved.
+    pub fn check(&self) -> Result<(), String> {
+        if self.partition < 0 {
+            return Err(format!("partition {} is negative", self.partition));
+        }
+        if self.offset < 0 {
+            return Err(format!("offset {} is negative", self.offset));
+        }
+        for (&month, years) in &self.stats.months {
+            for (&year, m) in years {
+                let bad = |what: &str| Err(format!("{} {year}: {what}", month_name(month)));
+                let in_month = |d: Date| d.month() == month && d.year() == year;
+                if m.count == 0 || !m.sum.is_finite() || m.start > m.end {
+                    return bad("count, sum or dates are out of range");
+                }
+                if !in_month(m.start) || !in_month(m.end) {
+                    return bad("start or end lies outside that month");
+                }
+                if m.days.bits() >> month.length(year) != 0 {
+                    return bad("days lists a day the month does not have");
+                }
+                if m.days.first() != Some(m.start.day()) || m.days.last() != Some(m.end.day()) {
+                    return bad("start and end are not the first and last of days");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a partition file's text cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unusable {
+    /// Not a partition file; the reason says what is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file from before `days` was recorded, with days missing between `start` and `end`:
+    /// which ones were counted is lost, so a late day could not be told from a repeated one.
+    #[error(
+        "{} {year} counts {count} days from {start} to {end} without saying which (the file predates the days field)",
+        month_name(*.month)
+    )]
+    DaysUnknown {
+        month: Month,
+        year: i32,
+        count: u64,
+        start: Date,
+        end: Date,
+    },
 }
 
 /// The file's shape as written: fixed fields first, then one key per month.
@@ -100,6 +170,8 @@ struct RawMonth {
     sum: f64,
     start: String,
     end: String,
+    /// Absent in files written before it was added.
+    days: Option<u32>,
 }
 
 impl Serialize for Checkpoint {
@@ -136,6 +208,8 @@ fn month_entries(
     })
 }
 
+/// One year of a month as the file writes it: the seed's five keys, then `days`, which
+/// readers that predate it ignore.
 #[derive(Serialize)]
 struct YearJson {
     count: u64,
@@ -143,6 +217,8 @@ struct YearJson {
     avg: f64,
     start: String,
     end: String,
+    /// The days counted, bit `d - 1` for day `d` (see `stats::Days`).
+    days: u32,
 }
 
 impl From<&MonthStats> for YearJson {
@@ -153,6 +229,7 @@ impl From<&MonthStats> for YearJson {
             avg: m.avg(),
             start: format_date(m.start),
             end: format_date(m.end),
+            days: m.days.bits(),
         }
     }
 }
@@ -171,6 +248,14 @@ pub enum CheckpointError {
         path: PathBuf,
         partition: i32,
         reason: String,
+    },
+    #[error(
+        "{path} was written by an older version and cannot be resumed: {reason}; it was left as it is: run with --reset-state to count partition {partition} again from the start"
+    )]
+    DaysUnknown {
+        path: PathBuf,
+        partition: i32,
+        reason: Unusable,
     },
     #[error("cannot write {path}: {source}; check that the state folder exists and is writable")]
     Write {
@@ -218,7 +303,14 @@ impl PartitionFile {
             }
             Err(source) => return Err(CheckpointError::Read { path, source }),
         };
-        let checkpoint = Checkpoint::from_json(&text).map_err(|reason| self.corrupt(reason))?;
+        let checkpoint = Checkpoint::from_json(&text).map_err(|problem| match problem {
+            Unusable::Invalid(reason) => self.corrupt(reason),
+            reason @ Unusable::DaysUnknown { .. } => CheckpointError::DaysUnknown {
+                path: self.path(),
+                partition: self.partition,
+                reason,
+            },
+        })?;
         if checkpoint.partition != self.partition {
             return Err(self.corrupt(format!("it says partition {}", checkpoint.partition)));
         }
@@ -361,6 +453,15 @@ mod tests {
         assert_eq!(march["avg"], 44.5617);
         assert_eq!(march["start"], "2000-03-01");
         assert_eq!(march["end"], "2000-03-02");
+        assert_eq!(march["days"], 0b11);
+        // The seed's keys, unchanged and in their order, then the one added since.
+        let text = sample().to_json();
+        let at: Vec<usize> = ["count", "sum", "avg", "start", "end", "days"]
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.is_sorted(), "{text}");
+        assert_eq!(march.as_object().unwrap().len(), 6);
         // Months come in calendar order in the text.
         let text = sample().to_json();
         assert!(text.find("\"March\"").unwrap() < text.find("\"August\"").unwrap());
@@ -381,6 +482,37 @@ mod tests {
     }
 
     #[test]
+    fn a_file_from_before_days_were_recorded_loads_when_it_has_no_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PartitionFile::new(dir.path(), 0);
+        let old = |count: u64, end: &str| {
+            format!(
+                r#"{{"partition": 0, "offset": 40, "March": {{"2000": {{"count": {count}, "sum": 1.5, "avg": 0.1, "start": "2000-03-02", "end": "{end}"}}}}}}"#
+            )
+        };
+        fs::write(file.path(), old(30, "2000-03-31")).unwrap();
+        let loaded = file.load().unwrap().unwrap();
+        let march = loaded.stats.get(time::Month::March, 2000).unwrap();
+        assert_eq!(march.days, Days::span(2, 31));
+        assert_eq!(march.count, 30);
+
+        // Days missing between start and end: which ones is lost, so it is refused.
+        let gaps = old(20, "2000-03-31");
+        fs::write(file.path(), &gaps).unwrap();
+        let err = file.load().unwrap_err();
+        let line = err.to_string();
+        assert!(matches!(err, CheckpointError::DaysUnknown { .. }), "{line}");
+        assert!(
+            line.contains("partition-0.json")
+                && line.contains("March 2000 counts 20 days from 2000-03-02 to 2000-03-31")
+                && line.contains("--reset-state")
+                && !line.contains('\n'),
+            "{line}"
+        );
+        assert_eq!(fs::read_to_string(file.path()).unwrap(), gaps);
+    }
+
+    #[test]
     fn corrupt_files_are_reported_and_left_byte_for_byte() {
         let dir = tempfile::tempdir().unwrap();
         let file = PartitionFile::new(dir.path(), 0);
@@ -395,6 +527,11 @@ mod tests {
             br#"{"partition": 0, "offset": 10, "Marchy": {}}"#.to_vec(),
             br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1}}}"#.to_vec(),
             br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1, "sum": 1.0, "start": "2000-04-01", "end": "2000-04-01"}}}"#.to_vec(),
+            // A 29th of February in a year without one.
+            br#"{"partition": 0, "offset": 10, "February": {"2001": {"count": 1, "sum": 1.0, "start": "2001-02-28", "end": "2001-02-28", "days": 402653184}}}"#.to_vec(),
+            // Days that do not agree with start and end.
+            br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1, "sum": 1.0, "start": "2000-03-01", "end": "2000-03-01", "days": 2}}}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1, "sum": 1.0, "start": "2000-03-01", "end": "2000-03-01", "days": -1}}}"#.to_vec(),
             vec![0xff, 0xfe, 0x00],
         ];
         for bytes in bad_inputs {

@@ -10,8 +10,8 @@
 //!   group membership on it, with `kafka::assignor` the range and round-robin assignors.
 //! - `producer`: `weather produce`, which also resumes a topic where it ends.
 //! - `stats`: month/year aggregation and the exactly-once rules for what counts: the dedup
-//!   rule (a date not after its month's `end` is a duplicate) and the skip rule for records
-//!   that are not reports.
+//!   rule (a date already among its (month, year)'s counted days is a duplicate, in any
+//!   order) and the skip rule for records that are not reports.
 //! - `checkpoint`: the partition files, and the only place files are written durably
 //!   (tmp, fsync, rename, fsync the folder).
 //! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
