@@ -975,3 +975,81 @@ fn days_that_arrive_late_are_counted_once_in_any_order() {
         "the file is at the partition's end"
     );
 }
+
+#[test]
+fn temperatures_no_day_can_have_are_skipped_and_the_file_stays_loadable() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = path_str(state.path());
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "60", "--delay-ms", "0", "--reset"]),
+    );
+    let weather = Weather::new(1);
+    let degrees =
+        |day: u8| weather.degrees(Date::from_calendar_date(2000, Month::March, day).unwrap());
+    // Two finite values whose sum is not: JSON would write it as null, and the next start
+    // would refuse the file, however often it was reset.
+    write_to_partition_0(
+        &broker,
+        vec![
+            march_record(1, degrees(1)),
+            march_record(2, f64::MAX),
+            march_record(3, f64::MAX),
+            march_record(4, -1e300),
+            march_record(2, degrees(2)),
+            march_record(3, degrees(3)),
+        ],
+    );
+    let consume = || {
+        run_ok(broker.weather().args([
+            "consume",
+            "0",
+            "--until-caught-up",
+            "--state-dir",
+            state_dir,
+        ]))
+    };
+    let output = consume();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("not a temperature a day can have"))
+        .collect();
+    assert_eq!(warnings.len(), 3, "one warning each: {stderr}");
+    for offset in 1..=3 {
+        assert!(
+            warnings[offset - 1].contains(&format!("partition 0 offset {offset}: skipped")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("3 not reports"), "{stderr}");
+    let file = PartitionFile::new(state.path(), 0).load().unwrap().unwrap();
+    assert_eq!(file.offset, 6);
+    let m = file.stats.get(Month::March, 2000).unwrap();
+    assert_eq!(m.count, 3);
+    assert_eq!(
+        m.sum.to_bits(),
+        (degrees(1) + degrees(2) + degrees(3)).to_bits()
+    );
+
+    // The next start takes the file as it is, with nothing to warn about.
+    write_to_partition_0(&broker, vec![march_record(4, degrees(4))]);
+    let output = consume();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("ERROR"),
+        "{stderr}"
+    );
+    assert_eq!(
+        PartitionFile::new(state.path(), 0)
+            .load()
+            .unwrap()
+            .unwrap()
+            .stats
+            .days(),
+        4
+    );
+    broker.verify(state.path());
+}

@@ -3,7 +3,8 @@
 //! Statistics and the offset they were read up to live in one file, replaced atomically
 //! (write `.tmp`, fsync, rename over the old file, fsync the folder), so they always change
 //! together: a crash at any instant leaves either the old file or the new one, whole.
-//! A file that cannot be read as a partition file is reported and never overwritten.
+//! A file that cannot be read as a partition file is reported and never overwritten, and a
+//! checkpoint that would not load again is never written.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -262,6 +263,15 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "partition {partition}: refused to save offset {offset} to {path}, as the file would not load again ({reason}); it keeps its last good state. The same records would lead here again: please report this as a bug"
+    )]
+    Unloadable {
+        path: PathBuf,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
 }
 
 /// One partition's file in the state folder.
@@ -326,7 +336,19 @@ impl PartitionFile {
     }
 
     /// Replaces the file atomically and durably; on error the old file is untouched.
+    ///
+    /// A checkpoint that would not load again is refused before anything is written: the next
+    /// start would stop on it, and `--reset-state` would replay the same records into it.
     pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        // Checked rather than read back: parsing a file of many years costs twice writing it.
+        if let Err(reason) = checkpoint.check() {
+            return Err(CheckpointError::Unloadable {
+                path: self.path(),
+                partition: self.partition,
+                offset: checkpoint.offset,
+                reason,
+            });
+        }
         let tmp = self.tmp_path();
         let write_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -478,6 +500,60 @@ mod tests {
         // Sums must survive exactly, or a resumed count drifts from an uninterrupted one.
         let sum = |c: &Checkpoint| c.stats.get(time::Month::March, 2001).unwrap().sum.to_bits();
         assert_eq!(sum(&loaded), sum(&sample()));
+        assert!(!dir.path().join("partition-0.json.tmp").exists());
+    }
+
+    #[test]
+    fn whatever_passes_the_check_reads_back_bit_for_bit() {
+        // What lets `save` check the rules instead of parsing what it wrote.
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200 {
+            let mut c = Checkpoint::empty(rng.i32(0..12), rng.i64(0..i64::MAX));
+            for _ in 0..rng.usize(0..60) {
+                let date = date!(1900 - 01 - 01) + time::Duration::days(rng.i64(0..60_000));
+                let degrees = match rng.u8(0..4) {
+                    0 => -0.0,
+                    1 => f64::from_bits(1),
+                    _ => (rng.f64() - 0.5) * 400.0,
+                };
+                c.stats.add(&DayReading { date, degrees });
+            }
+            assert_eq!(c.check(), Ok(()));
+            let back = Checkpoint::from_json(&c.to_json()).unwrap();
+            assert_eq!(back, c);
+            for (a, b) in back.stats.months.values().zip(c.stats.months.values()) {
+                for (x, y) in a.values().zip(b.values()) {
+                    assert_eq!(x.sum.to_bits(), y.sum.to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_that_would_not_load_again_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PartitionFile::new(dir.path(), 0);
+        file.save(&sample()).unwrap();
+        let before = fs::read(file.path()).unwrap();
+        // Two finite values whose sum is not, as `stats` would refuse them from a record.
+        let mut c = sample();
+        for day in [10, 11] {
+            let date = time::Date::from_calendar_date(2000, time::Month::March, day).unwrap();
+            c.stats.add(&DayReading {
+                date,
+                degrees: f64::MAX,
+            });
+        }
+        c.offset += 2;
+        let err = file.save(&c).unwrap_err();
+        let line = err.to_string();
+        assert!(matches!(err, CheckpointError::Unloadable { .. }), "{line}");
+        assert!(
+            line.contains("partition-0.json") && line.contains("offset 5062"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        assert_eq!(fs::read(file.path()).unwrap(), before);
         assert!(!dir.path().join("partition-0.json.tmp").exists());
     }
 

@@ -11,9 +11,9 @@
 //! - `producer`: `weather produce`, which also resumes a topic where it ends.
 //! - `stats`: month/year aggregation and the exactly-once rules for what counts: the dedup
 //!   rule (a date already among its (month, year)'s counted days is a duplicate, in any
-//!   order) and the skip rule for records that are not reports.
+//!   order) and the skip rule for records that are not reports (or not plausible temperatures).
 //! - `checkpoint`: the partition files, and the only place files are written durably
-//!   (tmp, fsync, rename, fsync the folder).
+//!   (tmp, fsync, rename, fsync the folder); a checkpoint that would not load again is refused.
 //! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
 //!   partition, on a list given by hand or on what a consumer group assigns.
 //! - `debug`: `weather debug`, a consumer group member that prints what arrives.

@@ -4,10 +4,12 @@
 //! - a record counts only if its date is not yet among the days counted for its (month, year),
 //!   whatever order the dates arrive in: a report that reaches the topic twice is counted
 //!   once, and a day that arrives late is still counted (`Days`, kept in the file too);
-//! - a record that is not a well-formed `Report` keyed by its month is skipped, never fatal.
+//! - a record that is not a well-formed `Report` keyed by its month, with a temperature a
+//!   day can have, is skipped, never fatal.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::RangeInclusive;
 
 use prost::Message;
 use time::{Date, Month};
@@ -133,6 +135,13 @@ pub enum Outcome {
     Malformed(String),
 }
 
+/// The temperatures a report may carry, in °F. The extremes measured on Earth are about
+/// -129 °F (Vostok, 1983) and 134 °F (Death Valley, 1913), so a value beyond ±200 comes from a
+/// broken producer, not from the weather. The bound also keeps every sum finite: a (month,
+/// year) adds at most 31 of them, where two finite values near `f64::MAX` would sum to
+/// infinity, which JSON cannot write and a partition file therefore cannot hold.
+pub const PLAUSIBLE_DEGREES: RangeInclusive<f64> = -200.0..=200.0;
+
 /// A record's key and value, checked: the key names the month of the report's date.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DayReading {
@@ -155,6 +164,14 @@ impl DayReading {
         }
         if !report.degrees.is_finite() {
             return Err(format!("degrees {} is not a number", report.degrees));
+        }
+        if !PLAUSIBLE_DEGREES.contains(&report.degrees) {
+            return Err(format!(
+                "degrees {} is not a temperature a day can have (outside {} to {} °F)",
+                report.degrees,
+                PLAUSIBLE_DEGREES.start(),
+                PLAUSIBLE_DEGREES.end()
+            ));
         }
         Ok(Self {
             date,
@@ -418,6 +435,30 @@ mod tests {
             Days::span(1, 2).union(Days::span(4, 4)),
             Days::from_bits(0b1011)
         );
+    }
+
+    #[test]
+    fn temperatures_no_day_can_have_are_malformed() {
+        let mut stats = PartitionStats::default();
+        // Two finite values whose sum is not: either would break the file on its own.
+        for degrees in [f64::MAX, f64::MAX, 1e308, 200.0001, -200.5, f64::MIN] {
+            let outcome = apply(&mut stats, "March", "2000-03-01", degrees);
+            assert!(
+                matches!(&outcome, Outcome::Malformed(reason) if reason.contains("outside -200 to 200")),
+                "{degrees}: {outcome:?}"
+            );
+        }
+        assert_eq!(stats, PartitionStats::default());
+        // The bounds themselves are temperatures.
+        assert_eq!(
+            apply(&mut stats, "March", "2000-03-01", 200.0),
+            Outcome::Counted
+        );
+        assert_eq!(
+            apply(&mut stats, "March", "2000-03-02", -200.0),
+            Outcome::Counted
+        );
+        assert_eq!(stats.get(Month::March, 2000).unwrap().sum, 0.0);
     }
 
     #[test]
