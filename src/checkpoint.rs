@@ -1,8 +1,11 @@
 //! Partition files: `partition-N.json` in the state folder, the consumer's only memory.
 //!
 //! Statistics and the offset they were read up to live in one file, replaced atomically
-//! (write `.tmp`, fsync, rename over the old file, fsync the folder), so they always change
-//! together: a crash at any instant leaves either the old file or the new one, whole.
+//! (write a temporary file, fsync, rename over the old file, fsync the folder), so they always
+//! change together: a crash at any instant leaves either the old file or the new one, whole.
+//! Every save writes a temporary file of its own (`partition-N.<pid>-<n>.json.tmp`, created
+//! exclusively), so two writers can never mix their bytes in one; and a consumer writes only
+//! the files it owns (`OwnedFile`, which holds the partition's `lock`), so there is one writer.
 //! A file that cannot be read as a partition file is reported and never overwritten, and a
 //! checkpoint that would not load again is never written.
 
@@ -10,11 +13,14 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use time::{Date, Month};
 
+use crate::lock::PartitionLock;
 use crate::report::{format_date, month_name, parse_date, parse_month};
 use crate::stats::{Days, MonthStats, PartitionStats};
 
@@ -297,9 +303,46 @@ impl PartitionFile {
         self.dir.join(format!("partition-{}.json", self.partition))
     }
 
-    fn tmp_path(&self) -> PathBuf {
-        self.dir
-            .join(format!("partition-{}.json.tmp", self.partition))
+    /// Creates a temporary file that no other save uses: named with this process's id and a
+    /// count of its saves, and created exclusively, since two processes on two machines
+    /// sharing the folder can still draw the same name (then the next name is tried).
+    fn create_tmp(&self) -> Result<(PathBuf, File), CheckpointError> {
+        static SAVES: AtomicU64 = AtomicU64::new(0);
+        let mut tries = 0;
+        loop {
+            let n = SAVES.fetch_add(1, Ordering::Relaxed);
+            let tmp = self.dir.join(format!(
+                "partition-{}.{}-{n}.json.tmp",
+                self.partition,
+                std::process::id()
+            ));
+            match File::options().write(true).create_new(true).open(&tmp) {
+                Ok(file) => return Ok((tmp, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => {
+                    tries += 1;
+                }
+                Err(source) => return Err(CheckpointError::Write { path: tmp, source }),
+            }
+        }
+    }
+
+    /// Whether `name` is a temporary file of this partition's saves: ours, or
+    /// `partition-N.json.tmp` from versions that used one name for every save.
+    fn is_tmp_name(&self, name: &str) -> bool {
+        let Some(rest) = name
+            .strip_prefix(&format!("partition-{}.", self.partition))
+            .and_then(|rest| rest.strip_suffix("json.tmp"))
+        else {
+            return false;
+        };
+        rest.is_empty()
+            || rest.strip_suffix('.').is_some_and(|id| {
+                id.split_once('-').is_some_and(|(pid, n)| {
+                    [pid, n]
+                        .iter()
+                        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
     }
 
     /// The saved checkpoint, `None` when there is no file yet.
@@ -349,39 +392,45 @@ impl PartitionFile {
                 reason,
             });
         }
-        let tmp = self.tmp_path();
-        let write_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CheckpointError::Write { path, source }
-        };
-        let mut file = File::create(&tmp).map_err(write_err(&tmp))?;
-        file.write_all(checkpoint.to_json().as_bytes())
-            .map_err(write_err(&tmp))?;
-        file.sync_all().map_err(write_err(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, self.path()).map_err(write_err(&self.path()))?;
+        let text = checkpoint.to_json();
+        let (tmp, file) = self.create_tmp()?;
+        if let Err(e) = write_synced(file, &tmp, text.as_bytes()) {
+            // We created it, so it is ours alone to remove.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Err(source) = fs::rename(&tmp, self.path()) {
+            let _ = fs::remove_file(&tmp);
+            return Err(CheckpointError::Write {
+                path: self.path(),
+                source,
+            });
+        }
         // The rename is durable only once the folder's entry is on disk.
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
-            .map_err(write_err(&self.dir))
+            .map_err(|source| CheckpointError::Write {
+                path: self.dir.clone(),
+                source,
+            })
     }
 
-    /// The temporary file of a save that was interrupted before its rename, if one is there.
-    pub fn leftover_tmp(&self) -> Option<PathBuf> {
-        let tmp = self.tmp_path();
-        tmp.exists().then_some(tmp)
-    }
-
-    /// Removes that file. Removing, unlike truncating, cannot harm a save in progress
-    /// elsewhere: its rename would fail and nothing would be replaced.
-    pub fn remove_leftover_tmp(&self) -> Result<(), CheckpointError> {
-        match fs::remove_file(self.tmp_path()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Write {
-                path: self.tmp_path(),
-                source: e,
-            }),
-            _ => Ok(()),
+    /// Temporary files of this partition's saves in the folder, by name: saves that were
+    /// interrupted before their rename, or saves still under way elsewhere.
+    pub fn tmp_files(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+        let read_err = |source| CheckpointError::Read {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(read_err)? {
+            let name = entry.map_err(read_err)?.file_name();
+            if name.to_str().is_some_and(|name| self.is_tmp_name(name)) {
+                found.push(self.dir.join(name));
+            }
         }
+        found.sort();
+        Ok(found)
     }
 
     /// Moves the file aside to `partition-N.json.bak` (for `--reset-state`); returns where.
@@ -395,6 +444,63 @@ impl PartitionFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(CheckpointError::Write { path, source }),
         }
+    }
+}
+
+/// Writes `bytes` to `file` (at `path`) and fsyncs it.
+fn write_synced(mut file: File, path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let write_err = |source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    file.write_all(bytes).map_err(write_err)?;
+    file.sync_all().map_err(write_err)
+}
+
+/// A partition file this process owns: it holds the partition's lock for as long as any
+/// clone of it lives, so a save still running on a blocking thread keeps the lock too, and
+/// the next owner starts only after the last save is on disk.
+#[derive(Debug, Clone)]
+pub struct OwnedFile {
+    file: PartitionFile,
+    _lock: Arc<PartitionLock>,
+}
+
+impl OwnedFile {
+    pub fn new(lock: PartitionLock) -> Self {
+        Self {
+            file: PartitionFile::new(lock.dir(), lock.partition()),
+            _lock: Arc::new(lock),
+        }
+    }
+
+    /// Removes the temporary files of earlier saves, returning their names. Only the owner
+    /// may: every save of a consumer happens under the partition's lock, so while we hold
+    /// it, any temporary file of this partition belongs to a save that died before its
+    /// rename. (A file removed under a save still running elsewhere, from a version without
+    /// the lock, only makes that save's rename fail: nothing is replaced by a half file.)
+    pub fn remove_leftover_tmps(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+        let leftovers = self.file.tmp_files()?;
+        for tmp in &leftovers {
+            match fs::remove_file(tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(CheckpointError::Write {
+                        path: tmp.clone(),
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(leftovers)
+    }
+}
+
+impl std::ops::Deref for OwnedFile {
+    type Target = PartitionFile;
+
+    fn deref(&self) -> &PartitionFile {
+        &self.file
     }
 }
 
@@ -500,7 +606,7 @@ mod tests {
         // Sums must survive exactly, or a resumed count drifts from an uninterrupted one.
         let sum = |c: &Checkpoint| c.stats.get(time::Month::March, 2001).unwrap().sum.to_bits();
         assert_eq!(sum(&loaded), sum(&sample()));
-        assert!(!dir.path().join("partition-0.json.tmp").exists());
+        assert_eq!(file.tmp_files().unwrap(), Vec::<PathBuf>::new());
     }
 
     #[test]
@@ -530,6 +636,52 @@ mod tests {
     }
 
     #[test]
+    fn two_processes_saving_one_partition_never_mix_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PartitionFile::new(dir.path(), 0);
+        file.save(&sample()).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..2)
+                .map(|writer| {
+                    let file = file.clone();
+                    scope.spawn(move || {
+                        for round in 0..150 {
+                            let mut c = sample();
+                            c.offset = 1000 * writer + round;
+                            // Files of different lengths, so a mix of two would show.
+                            for day in 1..=(round % 28 + 1) as u8 {
+                                let date = time::Date::from_calendar_date(
+                                    2000 + writer as i32,
+                                    time::Month::May,
+                                    day,
+                                )
+                                .unwrap();
+                                c.stats.add(&DayReading {
+                                    date,
+                                    degrees: 70.25,
+                                });
+                            }
+                            file.save(&c).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    file.load().unwrap().unwrap();
+                }
+            });
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert!([149, 1149].contains(&file.load().unwrap().unwrap().offset));
+        assert_eq!(file.tmp_files().unwrap(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
     fn a_checkpoint_that_would_not_load_again_is_not_written() {
         let dir = tempfile::tempdir().unwrap();
         let file = PartitionFile::new(dir.path(), 0);
@@ -554,7 +706,7 @@ mod tests {
         );
         assert!(!line.contains('\n'));
         assert_eq!(fs::read(file.path()).unwrap(), before);
-        assert!(!dir.path().join("partition-0.json.tmp").exists());
+        assert_eq!(file.tmp_files().unwrap(), Vec::<PathBuf>::new());
     }
 
     #[test]
@@ -625,31 +777,61 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_save_leaves_the_old_file() {
+    fn a_failed_save_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
+        // A folder where the file should go makes the rename fail (root writes through mode
+        // bits, so permissions cannot make a save fail in every test environment).
+        fs::create_dir_all(dir.path().join("partition-0.json/inside")).unwrap();
         let file = PartitionFile::new(dir.path(), 0);
-        file.save(&sample()).unwrap();
-        let before = fs::read(file.path()).unwrap();
-        // A folder where the temporary file should go makes the write fail.
-        fs::create_dir(dir.path().join("partition-0.json.tmp")).unwrap();
-        let mut changed = sample();
-        changed.offset += 1;
         assert!(matches!(
-            file.save(&changed),
+            file.save(&sample()),
             Err(CheckpointError::Write { .. })
         ));
-        assert_eq!(fs::read(file.path()).unwrap(), before);
+        assert!(dir.path().join("partition-0.json/inside").is_dir());
+        assert_eq!(file.tmp_files().unwrap(), Vec::<PathBuf>::new());
+        // A folder that is gone.
+        let gone = PartitionFile::new(dir.path().join("gone"), 0);
+        assert!(matches!(
+            gone.save(&sample()),
+            Err(CheckpointError::Write { .. })
+        ));
     }
 
     #[test]
-    fn a_leftover_tmp_file_does_not_matter() {
+    fn leftover_tmp_files_are_found_by_name_and_removed_only_by_the_owner() {
         let dir = tempfile::tempdir().unwrap();
         let file = PartitionFile::new(dir.path(), 0);
         file.save(&sample()).unwrap();
-        fs::write(dir.path().join("partition-0.json.tmp"), "{half").unwrap();
+        let leftovers = ["partition-0.json.tmp", "partition-0.4242-7.json.tmp"];
+        let others = [
+            "partition-10.json.tmp",
+            "partition-1.4242-7.json.tmp",
+            "partition-0.json.bak",
+            "partition-0.x-1.json.tmp",
+            "partition-0.4242.json.tmp",
+            "partition-0.lock",
+        ];
+        for name in leftovers.iter().chain(&others) {
+            fs::write(dir.path().join(name), "{half").unwrap();
+        }
         assert_eq!(file.load().unwrap().unwrap(), sample());
+        // A save leaves them: only the partition's owner knows they are not being written.
         file.save(&sample()).unwrap();
-        assert!(!dir.path().join("partition-0.json.tmp").exists());
+        let expected: Vec<PathBuf> = leftovers.iter().map(|n| dir.path().join(n)).collect();
+        let mut found = file.tmp_files().unwrap();
+        found.sort();
+        let mut sorted = expected.clone();
+        sorted.sort();
+        assert_eq!(found, sorted);
+
+        let owned = OwnedFile::new(PartitionLock::acquire(dir.path(), 0, "test").unwrap());
+        let mut removed = owned.remove_leftover_tmps().unwrap();
+        removed.sort();
+        assert_eq!(removed, sorted);
+        for name in others {
+            assert!(dir.path().join(name).exists(), "{name}");
+        }
+        assert_eq!(owned.load().unwrap().unwrap(), sample());
     }
 
     #[test]
