@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rskafka::chrono::{TimeZone, Utc};
@@ -18,7 +20,7 @@ use support::topic::{consecutive, topic_days};
 use support::{Broker, GUARD, KillOnDrop, Logged, folder_bytes, kill, run_ok, runtime, wait_for};
 use time::macros::date;
 use time::{Date, Month};
-use weather_stream::checkpoint::{self, PartitionFile};
+use weather_stream::checkpoint::{self, Checkpoint, PartitionFile};
 use weather_stream::kafka::partitioner::partition_for;
 use weather_stream::report::month_name;
 use weather_stream::weather::Weather;
@@ -851,4 +853,490 @@ fn bad_command_lines_get_exactly_one_line_and_a_failure() {
     // The broker's topic is untouched by all of it.
     let topic = topic_days(&broker.cluster());
     assert_eq!(topic.values().map(|p| p.days.len()).sum::<usize>(), 5);
+}
+
+/// The latest partitions a group member logged as assigned to it, if any.
+fn assigned(log: &str) -> Option<BTreeSet<i32>> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("assigned partitions ["))?;
+    let list = line.rsplit_once('[')?.1.trim_end_matches(']');
+    Some(
+        list.split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect(),
+    )
+}
+
+/// Reads every partition file over and over while a test runs, and notes each moment one did
+/// not load or its offset went back: what a reader (the plot, the dashboard, a partition's
+/// next owner) could have seen.
+struct FileWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<String>, usize)>,
+}
+
+impl FileWatch {
+    fn start(dir: &Path) -> FileWatch {
+        let dir = dir.to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut problems = Vec::new();
+            let mut last: BTreeMap<String, i64> = BTreeMap::new();
+            let mut reads = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                // Gone: the test has failed and its folder was removed.
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    break;
+                };
+                for entry in entries {
+                    let name = entry.expect("entry").file_name();
+                    let name = name.to_string_lossy().to_string();
+                    if !(name.starts_with("partition-") && name.ends_with(".json")) {
+                        continue;
+                    }
+                    let text = match std::fs::read_to_string(dir.join(&name)) {
+                        Ok(text) => text,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => panic!("{name}: {e}"),
+                    };
+                    reads += 1;
+                    match Checkpoint::from_json(&text) {
+                        Err(e) => problems.push(format!("{name} did not load: {e}\n{text}")),
+                        Ok(c) => {
+                            let before = last.insert(name.clone(), c.offset).unwrap_or(0);
+                            if c.offset < before {
+                                problems.push(format!(
+                                    "{name} went back from {before} to {}",
+                                    c.offset
+                                ));
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (problems, reads)
+        });
+        FileWatch { stop, thread }
+    }
+
+    /// Stops watching and insists that every read loaded and no offset went back.
+    fn assert_all_good(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (problems, reads) = self.thread.join().expect("the watch");
+        println!("{reads} reads of partition files while the members ran");
+        assert!(reads > 100, "the watch read too little: {reads}");
+        assert!(
+            problems.is_empty(),
+            "{} bad reads, the first: {}",
+            problems.len(),
+            problems[0]
+        );
+    }
+}
+
+fn end_offsets(broker: &Broker) -> BTreeMap<i32, i64> {
+    topic_days(&broker.cluster())
+        .into_iter()
+        .map(|(id, p)| (id, p.end))
+        .filter(|(_, end)| *end > 0)
+        .collect()
+}
+
+#[test]
+fn a_group_member_frozen_past_its_session_never_writes_beside_the_new_owner() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = path_str(state.path());
+    let logs = tempfile::tempdir().unwrap();
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "200", "--delay-ms", "0", "--reset"]),
+    );
+    let watch = FileWatch::start(state.path());
+    // Small fetches, so each member saves often: many chances to write over the other.
+    let member = |name: &str| {
+        Logged::spawn(
+            broker
+                .weather()
+                .args(["consume", "--group", "stats", "--state-dir", state_dir])
+                .args(["--session-timeout-ms", "6000", "--fetch-bytes", "300"]),
+            logs.path().join(name),
+        )
+    };
+    let all: BTreeSet<i32> = (0..4).collect();
+    let mut a = member("a.log");
+    wait_for(
+        "the first member to hold all four partitions",
+        GUARD,
+        || assigned(&a.printed()) == Some(all.clone()),
+    );
+    let mut b = member("b.log");
+    wait_for("the two members to share the partitions", GUARD, || match (
+        assigned(&a.printed()),
+        assigned(&b.printed()),
+    ) {
+        (Some(pa), Some(pb)) => !pa.is_empty() && pa.is_disjoint(&pb) && pa.union(&pb).count() == 4,
+        _ => false,
+    });
+    let mut producer = Logged::spawn(
+        broker
+            .weather()
+            .args(["produce", "--count", "3000", "--delay-ms", "5"]),
+        logs.path().join("producer.log"),
+    );
+    let held_by_a = assigned(&a.printed()).unwrap();
+    let start = offsets(state.path());
+    wait_for("the member about to freeze to be saving", GUARD, || {
+        let now = offsets(state.path());
+        held_by_a.iter().all(|p| now.get(p) > start.get(p))
+    });
+
+    // Frozen mid-work, still holding its partitions, until the group gives them to the other.
+    a.signal("STOP");
+    let files_of_a = |dir: &Path| -> BTreeMap<i32, (i64, Vec<u8>)> {
+        held_by_a
+            .iter()
+            .map(|p| {
+                let bytes = std::fs::read(dir.join(format!("partition-{p}.json"))).unwrap();
+                let text = String::from_utf8_lossy(&bytes);
+                let offset = Checkpoint::from_json(&text).map_or(-1, |c| c.offset);
+                (*p, (offset, bytes))
+            })
+            .collect()
+    };
+    let frozen = files_of_a(state.path());
+    wait_for(
+        "the other member to be given all four partitions",
+        GUARD,
+        || assigned(&b.printed()) == Some(all.clone()),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // Until the frozen member lets go, it may still write: nobody else may.
+    let now = files_of_a(state.path());
+    let written: Vec<String> = held_by_a
+        .iter()
+        .filter(|p| now[p] != frozen[p])
+        .map(|p| format!("partition {p} from offset {} to {}", frozen[p].0, now[p].0))
+        .collect();
+    assert!(
+        written.is_empty(),
+        "the new owner wrote while the frozen owner still held them: {written:?}"
+    );
+    let waiting = format!("waiting for pid {} ", a.pid());
+    assert!(b.printed().contains(&waiting), "{}", b.printed());
+
+    a.signal("CONT");
+    let taking_over = format!("taking over from pid {} ", a.pid());
+    wait_for(
+        "the new owner to take over once the old one let go",
+        GUARD,
+        || b.printed().contains(&taking_over),
+    );
+    producer.wait_ok("the producer");
+    let ends = end_offsets(&broker);
+    wait_for("the members to bring every file to the end", GUARD, || {
+        offsets(state.path()) == ends
+    });
+    // Both are still healthy members: they stop cleanly, and leave nothing behind.
+    a.interrupt();
+    b.interrupt();
+    a.wait_ok("the member that was frozen");
+    b.wait_ok("the member that took over");
+    println!("a:\n{}\nb:\n{}", a.printed(), b.printed());
+    watch.assert_all_good();
+    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 3200, &[]);
+    let names: Vec<String> = folder_bytes(state.path()).into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "partition-0.json",
+            "partition-1.json",
+            "partition-2.json",
+            "partition-3.json"
+        ]
+    );
+}
+
+#[test]
+fn a_second_consumer_of_a_partition_is_refused_naming_the_first_and_changes_nothing() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = path_str(state.path());
+    let logs = tempfile::tempdir().unwrap();
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "100", "--delay-ms", "0", "--reset"]),
+    );
+    let mut first = Logged::spawn(
+        broker
+            .weather()
+            .args(["consume", "0", "2", "--state-dir", state_dir]),
+        logs.path().join("first.log"),
+    );
+    let ends = end_offsets(&broker);
+    wait_for("the first consumer to catch up", GUARD, || {
+        let now = offsets(state.path());
+        [0, 2].iter().all(|p| now.get(p) == ends.get(p))
+    });
+    // Caught up and idle: it writes nothing more, so any change would be the second one's.
+    let before = folder_bytes(state.path());
+    for args in [
+        vec!["consume", "0", "--until-caught-up"],
+        vec!["consume", "0", "--until-caught-up", "--reset-state"],
+        vec!["consume", "1,2", "--until-caught-up"],
+    ] {
+        let line = only_error_line(
+            broker
+                .weather()
+                .args(&args)
+                .args(["--state-dir", state_dir]),
+        );
+        assert!(
+            line.contains(&format!("pid {} ", first.pid()))
+                && line.contains("(weather consume 0 2)")
+                && line.contains("stop that one first"),
+            "{args:?}: {line}"
+        );
+        let partition = if args[1] == "0" { 0 } else { 2 };
+        assert!(
+            line.contains(&format!("partition {partition} is being consumed by")),
+            "{line}"
+        );
+        assert_eq!(
+            folder_bytes(state.path()),
+            before,
+            "{args:?} changed the folder"
+        );
+    }
+    assert!(first.is_running());
+    first.interrupt();
+    first.wait_ok("the first consumer");
+
+    // A holder killed outright holds nothing: the kernel drops its lock with it.
+    let holder = Logged::spawn(
+        broker
+            .weather()
+            .args(["consume", "0,1,2,3", "--state-dir", state_dir]),
+        logs.path().join("killed.log"),
+    );
+    wait_for("the consumer to start reading", GUARD, || {
+        holder.printed().matches("resuming at offset").count() == 2
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    holder.signal("KILL");
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "100", "--delay-ms", "0"]),
+    );
+    let output = run_ok(broker.weather().args([
+        "consume",
+        "0,1,2,3",
+        "--until-caught-up",
+        "--state-dir",
+        state_dir,
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 200, &[]);
+}
+
+/// A March report for `day` of 2000 with these degrees, as a record on partition 0.
+fn march_record(day: u8, degrees: f64) -> Record {
+    let date = Date::from_calendar_date(2000, Month::March, day).unwrap();
+    let value = prost::Message::encode_to_vec(&weather_stream::report::Report {
+        date: date.to_string(),
+        degrees,
+    });
+    Record {
+        key: Some(b"March".to_vec()),
+        value: Some(value),
+        headers: BTreeMap::new(),
+        timestamp: Utc.timestamp_millis_opt(0).unwrap(),
+    }
+}
+
+/// Writes records to partition 0 (March's) directly, as another producer might.
+fn write_to_partition_0(broker: &Broker, records: Vec<Record>) {
+    let cluster = broker.cluster();
+    runtime().block_on(async {
+        let partition = cluster.partition(TOPIC, 0).await.unwrap();
+        partition.produce(records).await.unwrap();
+    });
+}
+
+#[test]
+fn days_that_arrive_late_are_counted_once_in_any_order() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = path_str(state.path());
+    // January and February from the producer; March only from us, out of order.
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "60", "--delay-ms", "0", "--reset"]),
+    );
+    let weather = Weather::new(1);
+    let degrees =
+        |day: u8| weather.degrees(Date::from_calendar_date(2000, Month::March, day).unwrap());
+    let mut rng = fastrand::Rng::with_seed(seed());
+    let mut late: Vec<u8> = (1..=30).collect();
+    rng.shuffle(&mut late);
+    // The month's last day first, then the others, in two runs of the consumer, with repeats.
+    let first: Vec<u8> = [31].iter().chain(&late[..12]).copied().collect();
+    let second: Vec<u8> = late[12..].iter().chain(&[late[3], 31]).copied().collect();
+    let consume = || {
+        run_ok(broker.weather().args([
+            "consume",
+            "0,1,2,3",
+            "--until-caught-up",
+            "--state-dir",
+            state_dir,
+        ]))
+    };
+    write_to_partition_0(
+        &broker,
+        first.iter().map(|&d| march_record(d, degrees(d))).collect(),
+    );
+    consume();
+    let march = |state: &Path| {
+        PartitionFile::new(state, 0)
+            .load()
+            .unwrap()
+            .unwrap()
+            .stats
+            .get(Month::March, 2000)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        march(state.path()).count,
+        13,
+        "the late days of the first run"
+    );
+    for chunk in second.chunks(7) {
+        write_to_partition_0(
+            &broker,
+            chunk.iter().map(|&d| march_record(d, degrees(d))).collect(),
+        );
+    }
+    let output = consume();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("partition 0: stopped at offset") && stderr.contains("2 duplicates"),
+        "only the two repeats are duplicates: {stderr}"
+    );
+
+    // Every day once, summed in the order it arrived (the order verify reads it in).
+    let mut seen = BTreeSet::new();
+    let expected_sum = first
+        .iter()
+        .chain(&second)
+        .filter(|d| seen.insert(**d))
+        .fold(0.0, |sum, &d| sum + degrees(d));
+    let m = march(state.path());
+    assert_eq!(m.count, 31);
+    assert_eq!(
+        m.sum.to_bits(),
+        expected_sum.to_bits(),
+        "{} {expected_sum}",
+        m.sum
+    );
+    assert_eq!(m.start, date!(2000 - 03 - 01));
+    assert_eq!(m.end, date!(2000 - 03 - 31));
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.path().join("partition-0.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["March"]["2000"]["days"], 0x7fff_ffff_u32);
+    broker.verify(state.path());
+    assert_eq!(
+        offsets(state.path())[&0],
+        end_offsets(&broker)[&0],
+        "the file is at the partition's end"
+    );
+}
+
+#[test]
+fn temperatures_no_day_can_have_are_skipped_and_the_file_stays_loadable() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = path_str(state.path());
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "60", "--delay-ms", "0", "--reset"]),
+    );
+    let weather = Weather::new(1);
+    let degrees =
+        |day: u8| weather.degrees(Date::from_calendar_date(2000, Month::March, day).unwrap());
+    // Two finite values whose sum is not: JSON would write it as null, and the next start
+    // would refuse the file, however often it was reset.
+    write_to_partition_0(
+        &broker,
+        vec![
+            march_record(1, degrees(1)),
+            march_record(2, f64::MAX),
+            march_record(3, f64::MAX),
+            march_record(4, -1e300),
+            march_record(2, degrees(2)),
+            march_record(3, degrees(3)),
+        ],
+    );
+    let consume = || {
+        run_ok(broker.weather().args([
+            "consume",
+            "0",
+            "--until-caught-up",
+            "--state-dir",
+            state_dir,
+        ]))
+    };
+    let output = consume();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("not a temperature a day can have"))
+        .collect();
+    assert_eq!(warnings.len(), 3, "one warning each: {stderr}");
+    for offset in 1..=3 {
+        assert!(
+            warnings[offset - 1].contains(&format!("partition 0 offset {offset}: skipped")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("3 not reports"), "{stderr}");
+    let file = PartitionFile::new(state.path(), 0).load().unwrap().unwrap();
+    assert_eq!(file.offset, 6);
+    let m = file.stats.get(Month::March, 2000).unwrap();
+    assert_eq!(m.count, 3);
+    assert_eq!(
+        m.sum.to_bits(),
+        (degrees(1) + degrees(2) + degrees(3)).to_bits()
+    );
+
+    // The next start takes the file as it is, with nothing to warn about.
+    write_to_partition_0(&broker, vec![march_record(4, degrees(4))]);
+    let output = consume();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("ERROR"),
+        "{stderr}"
+    );
+    assert_eq!(
+        PartitionFile::new(state.path(), 0)
+            .load()
+            .unwrap()
+            .unwrap()
+            .stats
+            .days(),
+        4
+    );
+    broker.verify(state.path());
 }

@@ -1,20 +1,28 @@
 //! Partition files: `partition-N.json` in the state folder, the consumer's only memory.
 //!
 //! Statistics and the offset they were read up to live in one file, replaced atomically
-//! (write `.tmp`, fsync, rename over the old file, fsync the folder), so they always change
-//! together: a crash at any instant leaves either the old file or the new one, whole.
-//! A file that cannot be read as a partition file is reported and never overwritten.
+//! (write a temporary file, fsync, rename over the old file, fsync the folder), so they always
+//! change together: a crash at any instant leaves either the old file or the new one, whole.
+//! Every save writes a temporary file of its own (`partition-N.<pid>-<n>.json.tmp`, created
+//! exclusively), so two writers can never mix their bytes in one; and a consumer writes only
+//! the files it owns (`OwnedFile`, which holds the partition's `lock`), so there is one writer.
+//! A file that cannot be read as a partition file is reported and never overwritten, and a
+//! checkpoint that would not load again is never written.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
+use time::{Date, Month};
 
+use crate::lock::PartitionLock;
 use crate::report::{format_date, month_name, parse_date, parse_month};
-use crate::stats::{MonthStats, PartitionStats};
+use crate::stats::{Days, MonthStats, PartitionStats};
 
 /// What one partition file holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,48 +49,117 @@ impl Checkpoint {
     }
 
     /// Parses a partition file's text, checking everything a reader relies on.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let raw: RawCheckpoint = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        if raw.partition < 0 {
-            return Err(format!("partition {} is negative", raw.partition));
-        }
-        if raw.offset < 0 {
-            return Err(format!("offset {} is negative", raw.offset));
-        }
+    pub fn from_json(text: &str) -> Result<Self, Unusable> {
+        let raw: RawCheckpoint =
+            serde_json::from_str(text).map_err(|e| Unusable::Invalid(e.to_string()))?;
+        let invalid = |reason: String| Err(Unusable::Invalid(reason));
         let mut stats = PartitionStats::default();
+        let mut days_unknown = None;
         for (name, years) in raw.months {
-            let month = parse_month(&name).ok_or_else(|| format!("{name:?} is not a month"))?;
+            let Some(month) = parse_month(&name) else {
+                return invalid(format!("{name:?} is not a month"));
+            };
             for (year_text, m) in years {
-                let year: i32 = year_text
-                    .parse()
-                    .map_err(|_| format!("{name} {year_text:?} is not a year"))?;
-                let bad = |what: &str| format!("{name} {year}: {what}");
+                let Ok(year) = year_text.parse::<i32>() else {
+                    return invalid(format!("{name} {year_text:?} is not a year"));
+                };
+                let bad = |what: &str| Unusable::Invalid(format!("{name} {year}: {what}"));
                 let start = parse_date(&m.start).map_err(|_| bad("start is not a date"))?;
                 let end = parse_date(&m.end).map_err(|_| bad("end is not a date"))?;
-                let in_month = |d: time::Date| d.month() == month && d.year() == year;
-                if m.count == 0 || !m.sum.is_finite() || start > end {
-                    return Err(bad("count, sum or dates are out of range"));
-                }
-                if !in_month(start) || !in_month(end) {
-                    return Err(bad("start or end lies outside that month"));
-                }
-                stats.months.entry(month).or_default().insert(
-                    year,
-                    MonthStats {
-                        count: m.count,
-                        sum: m.sum,
-                        start,
-                        end,
-                    },
-                );
+                // Files from before `days` was written: that version counted only dates after
+                // `end`, so a month with as many days as its span counted exactly those.
+                let span = Days::span(start.day(), end.day());
+                let days = match m.days {
+                    Some(bits) => Days::from_bits(bits),
+                    None if start <= end && u64::from(span.len()) == m.count => span,
+                    None => {
+                        days_unknown.get_or_insert(Unusable::DaysUnknown {
+                            month,
+                            year,
+                            count: m.count,
+                            start,
+                            end,
+                        });
+                        span
+                    }
+                };
+                let stats_of_month = MonthStats {
+                    count: m.count,
+                    sum: m.sum,
+                    start,
+                    end,
+                    days,
+                };
+                stats
+                    .months
+                    .entry(month)
+                    .or_default()
+                    .insert(year, stats_of_month);
             }
         }
-        Ok(Self {
+        let checkpoint = Self {
             partition: raw.partition,
             offset: raw.offset,
             stats,
-        })
+        };
+        checkpoint.check().map_err(Unusable::Invalid)?;
+        match days_unknown {
+            Some(unknown) => Err(unknown),
+            None => Ok(checkpoint),
+        }
     }
+
+    /// The rules every partition file meets. Loading checks them, and so does every save
+    /// before it writes anything, so a file that is written always loads again: a sum that
+    /// overflowed to infinity, which JSON writes as `null`, is refused rather than saved.
+    pub fn check(&self) -> Result<(), String> {
+        if self.partition < 0 {
+            return Err(format!("partition {} is negative", self.partition));
+        }
+        if self.offset < 0 {
+            return Err(format!("offset {} is negative", self.offset));
+        }
+        for (&month, years) in &self.stats.months {
+            for (&year, m) in years {
+                let bad = |what: &str| Err(format!("{} {year}: {what}", month_name(month)));
+                let in_month = |d: Date| d.month() == month && d.year() == year;
+                if m.count == 0 || !m.sum.is_finite() || m.start > m.end {
+                    return bad("count, sum or dates are out of range");
+                }
+                if !in_month(m.start) || !in_month(m.end) {
+                    return bad("start or end lies outside that month");
+                }
+                if m.days.bits() >> month.length(year) != 0 {
+                    return bad("days lists a day the month does not have");
+                }
+                if m.days.first() != Some(m.start.day()) || m.days.last() != Some(m.end.day()) {
+                    return bad("start and end are not the first and last of days");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a partition file's text cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unusable {
+    /// Not a partition file; the reason says what is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file from before `days` was recorded, with days missing between `start` and `end`:
+    /// which ones were counted is lost, so a late day could not be told from a repeated one.
+    #[error(
+        "{} {year} counts {count} days from {start} to {end} without saying which (the file predates the days field)",
+        month_name(*.month)
+    )]
+    DaysUnknown {
+        month: Month,
+        year: i32,
+        count: u64,
+        start: Date,
+        end: Date,
+    },
 }
 
 /// The file's shape as written: fixed fields first, then one key per month.
@@ -100,6 +177,8 @@ struct RawMonth {
     sum: f64,
     start: String,
     end: String,
+    /// Absent in files written before it was added.
+    days: Option<u32>,
 }
 
 impl Serialize for Checkpoint {
@@ -136,6 +215,8 @@ fn month_entries(
     })
 }
 
+/// One year of a month as the file writes it: the seed's five keys, then `days`, which
+/// readers that predate it ignore.
 #[derive(Serialize)]
 struct YearJson {
     count: u64,
@@ -143,6 +224,8 @@ struct YearJson {
     avg: f64,
     start: String,
     end: String,
+    /// The days counted, bit `d - 1` for day `d` (see `stats::Days`).
+    days: u32,
 }
 
 impl From<&MonthStats> for YearJson {
@@ -153,6 +236,7 @@ impl From<&MonthStats> for YearJson {
             avg: m.avg(),
             start: format_date(m.start),
             end: format_date(m.end),
+            days: m.days.bits(),
         }
     }
 }
@@ -172,10 +256,27 @@ pub enum CheckpointError {
         partition: i32,
         reason: String,
     },
+    #[error(
+        "{path} was written by an older version and cannot be resumed: {reason}; it was left as it is: run with --reset-state to count partition {partition} again from the start"
+    )]
+    DaysUnknown {
+        path: PathBuf,
+        partition: i32,
+        reason: Unusable,
+    },
     #[error("cannot write {path}: {source}; check that the state folder exists and is writable")]
     Write {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "partition {partition}: refused to save offset {offset} to {path}, as the file would not load again ({reason}); it keeps its last good state. The same records would lead here again: please report this as a bug"
+    )]
+    Unloadable {
+        path: PathBuf,
+        partition: i32,
+        offset: i64,
+        reason: String,
     },
 }
 
@@ -202,9 +303,46 @@ impl PartitionFile {
         self.dir.join(format!("partition-{}.json", self.partition))
     }
 
-    fn tmp_path(&self) -> PathBuf {
-        self.dir
-            .join(format!("partition-{}.json.tmp", self.partition))
+    /// Creates a temporary file that no other save uses: named with this process's id and a
+    /// count of its saves, and created exclusively, since two processes on two machines
+    /// sharing the folder can still draw the same name (then the next name is tried).
+    fn create_tmp(&self) -> Result<(PathBuf, File), CheckpointError> {
+        static SAVES: AtomicU64 = AtomicU64::new(0);
+        let mut tries = 0;
+        loop {
+            let n = SAVES.fetch_add(1, Ordering::Relaxed);
+            let tmp = self.dir.join(format!(
+                "partition-{}.{}-{n}.json.tmp",
+                self.partition,
+                std::process::id()
+            ));
+            match File::options().write(true).create_new(true).open(&tmp) {
+                Ok(file) => return Ok((tmp, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 8 => {
+                    tries += 1;
+                }
+                Err(source) => return Err(CheckpointError::Write { path: tmp, source }),
+            }
+        }
+    }
+
+    /// Whether `name` is a temporary file of this partition's saves: ours, or
+    /// `partition-N.json.tmp` from versions that used one name for every save.
+    fn is_tmp_name(&self, name: &str) -> bool {
+        let Some(rest) = name
+            .strip_prefix(&format!("partition-{}.", self.partition))
+            .and_then(|rest| rest.strip_suffix("json.tmp"))
+        else {
+            return false;
+        };
+        rest.is_empty()
+            || rest.strip_suffix('.').is_some_and(|id| {
+                id.split_once('-').is_some_and(|(pid, n)| {
+                    [pid, n]
+                        .iter()
+                        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
     }
 
     /// The saved checkpoint, `None` when there is no file yet.
@@ -218,7 +356,14 @@ impl PartitionFile {
             }
             Err(source) => return Err(CheckpointError::Read { path, source }),
         };
-        let checkpoint = Checkpoint::from_json(&text).map_err(|reason| self.corrupt(reason))?;
+        let checkpoint = Checkpoint::from_json(&text).map_err(|problem| match problem {
+            Unusable::Invalid(reason) => self.corrupt(reason),
+            reason @ Unusable::DaysUnknown { .. } => CheckpointError::DaysUnknown {
+                path: self.path(),
+                partition: self.partition,
+                reason,
+            },
+        })?;
         if checkpoint.partition != self.partition {
             return Err(self.corrupt(format!("it says partition {}", checkpoint.partition)));
         }
@@ -234,40 +379,58 @@ impl PartitionFile {
     }
 
     /// Replaces the file atomically and durably; on error the old file is untouched.
+    ///
+    /// A checkpoint that would not load again is refused before anything is written: the next
+    /// start would stop on it, and `--reset-state` would replay the same records into it.
     pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
-        let tmp = self.tmp_path();
-        let write_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CheckpointError::Write { path, source }
-        };
-        let mut file = File::create(&tmp).map_err(write_err(&tmp))?;
-        file.write_all(checkpoint.to_json().as_bytes())
-            .map_err(write_err(&tmp))?;
-        file.sync_all().map_err(write_err(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, self.path()).map_err(write_err(&self.path()))?;
+        // Checked rather than read back: parsing a file of many years costs twice writing it.
+        if let Err(reason) = checkpoint.check() {
+            return Err(CheckpointError::Unloadable {
+                path: self.path(),
+                partition: self.partition,
+                offset: checkpoint.offset,
+                reason,
+            });
+        }
+        let text = checkpoint.to_json();
+        let (tmp, file) = self.create_tmp()?;
+        if let Err(e) = write_synced(file, &tmp, text.as_bytes()) {
+            // We created it, so it is ours alone to remove.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Err(source) = fs::rename(&tmp, self.path()) {
+            let _ = fs::remove_file(&tmp);
+            return Err(CheckpointError::Write {
+                path: self.path(),
+                source,
+            });
+        }
         // The rename is durable only once the folder's entry is on disk.
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
-            .map_err(write_err(&self.dir))
+            .map_err(|source| CheckpointError::Write {
+                path: self.dir.clone(),
+                source,
+            })
     }
 
-    /// The temporary file of a save that was interrupted before its rename, if one is there.
-    pub fn leftover_tmp(&self) -> Option<PathBuf> {
-        let tmp = self.tmp_path();
-        tmp.exists().then_some(tmp)
-    }
-
-    /// Removes that file. Removing, unlike truncating, cannot harm a save in progress
-    /// elsewhere: its rename would fail and nothing would be replaced.
-    pub fn remove_leftover_tmp(&self) -> Result<(), CheckpointError> {
-        match fs::remove_file(self.tmp_path()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Write {
-                path: self.tmp_path(),
-                source: e,
-            }),
-            _ => Ok(()),
+    /// Temporary files of this partition's saves in the folder, by name: saves that were
+    /// interrupted before their rename, or saves still under way elsewhere.
+    pub fn tmp_files(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+        let read_err = |source| CheckpointError::Read {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(read_err)? {
+            let name = entry.map_err(read_err)?.file_name();
+            if name.to_str().is_some_and(|name| self.is_tmp_name(name)) {
+                found.push(self.dir.join(name));
+            }
         }
+        found.sort();
+        Ok(found)
     }
 
     /// Moves the file aside to `partition-N.json.bak` (for `--reset-state`); returns where.
@@ -281,6 +444,63 @@ impl PartitionFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(CheckpointError::Write { path, source }),
         }
+    }
+}
+
+/// Writes `bytes` to `file` (at `path`) and fsyncs it.
+fn write_synced(mut file: File, path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let write_err = |source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    file.write_all(bytes).map_err(write_err)?;
+    file.sync_all().map_err(write_err)
+}
+
+/// A partition file this process owns: it holds the partition's lock for as long as any
+/// clone of it lives, so a save still running on a blocking thread keeps the lock too, and
+/// the next owner starts only after the last save is on disk.
+#[derive(Debug, Clone)]
+pub struct OwnedFile {
+    file: PartitionFile,
+    _lock: Arc<PartitionLock>,
+}
+
+impl OwnedFile {
+    pub fn new(lock: PartitionLock) -> Self {
+        Self {
+            file: PartitionFile::new(lock.dir(), lock.partition()),
+            _lock: Arc::new(lock),
+        }
+    }
+
+    /// Removes the temporary files of earlier saves, returning their names. Only the owner
+    /// may: every save of a consumer happens under the partition's lock, so while we hold
+    /// it, any temporary file of this partition belongs to a save that died before its
+    /// rename. (A file removed under a save still running elsewhere, from a version without
+    /// the lock, only makes that save's rename fail: nothing is replaced by a half file.)
+    pub fn remove_leftover_tmps(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+        let leftovers = self.file.tmp_files()?;
+        for tmp in &leftovers {
+            match fs::remove_file(tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(CheckpointError::Write {
+                        path: tmp.clone(),
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(leftovers)
+    }
+}
+
+impl std::ops::Deref for OwnedFile {
+    type Target = PartitionFile;
+
+    fn deref(&self) -> &PartitionFile {
+        &self.file
     }
 }
 
@@ -361,6 +581,15 @@ mod tests {
         assert_eq!(march["avg"], 44.5617);
         assert_eq!(march["start"], "2000-03-01");
         assert_eq!(march["end"], "2000-03-02");
+        assert_eq!(march["days"], 0b11);
+        // The seed's keys, unchanged and in their order, then the one added since.
+        let text = sample().to_json();
+        let at: Vec<usize> = ["count", "sum", "avg", "start", "end", "days"]
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.is_sorted(), "{text}");
+        assert_eq!(march.as_object().unwrap().len(), 6);
         // Months come in calendar order in the text.
         let text = sample().to_json();
         assert!(text.find("\"March\"").unwrap() < text.find("\"August\"").unwrap());
@@ -377,7 +606,138 @@ mod tests {
         // Sums must survive exactly, or a resumed count drifts from an uninterrupted one.
         let sum = |c: &Checkpoint| c.stats.get(time::Month::March, 2001).unwrap().sum.to_bits();
         assert_eq!(sum(&loaded), sum(&sample()));
-        assert!(!dir.path().join("partition-0.json.tmp").exists());
+        assert_eq!(file.tmp_files().unwrap(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn whatever_passes_the_check_reads_back_bit_for_bit() {
+        // What lets `save` check the rules instead of parsing what it wrote.
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..200 {
+            let mut c = Checkpoint::empty(rng.i32(0..12), rng.i64(0..i64::MAX));
+            for _ in 0..rng.usize(0..60) {
+                let date = date!(1900 - 01 - 01) + time::Duration::days(rng.i64(0..60_000));
+                let degrees = match rng.u8(0..4) {
+                    0 => -0.0,
+                    1 => f64::from_bits(1),
+                    _ => (rng.f64() - 0.5) * 400.0,
+                };
+                c.stats.add(&DayReading { date, degrees });
+            }
+            assert_eq!(c.check(), Ok(()));
+            let back = Checkpoint::from_json(&c.to_json()).unwrap();
+            assert_eq!(back, c);
+            for (a, b) in back.stats.months.values().zip(c.stats.months.values()) {
+                for (x, y) in a.values().zip(b.values()) {
+                    assert_eq!(x.sum.to_bits(), y.sum.to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn two_processes_saving_one_partition_never_mix_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PartitionFile::new(dir.path(), 0);
+        file.save(&sample()).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..2)
+                .map(|writer| {
+                    let file = file.clone();
+                    scope.spawn(move || {
+                        for round in 0..150 {
+                            let mut c = sample();
+                            c.offset = 1000 * writer + round;
+                            // Files of different lengths, so a mix of two would show.
+                            for day in 1..=(round % 28 + 1) as u8 {
+                                let date = time::Date::from_calendar_date(
+                                    2000 + writer as i32,
+                                    time::Month::May,
+                                    day,
+                                )
+                                .unwrap();
+                                c.stats.add(&DayReading {
+                                    date,
+                                    degrees: 70.25,
+                                });
+                            }
+                            file.save(&c).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    file.load().unwrap().unwrap();
+                }
+            });
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert!([149, 1149].contains(&file.load().unwrap().unwrap().offset));
+        assert_eq!(file.tmp_files().unwrap(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn a_checkpoint_that_would_not_load_again_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PartitionFile::new(dir.path(), 0);
+        file.save(&sample()).unwrap();
+        let before = fs::read(file.path()).unwrap();
+        // Two finite values whose sum is not, as `stats` would refuse them from a record.
+        let mut c = sample();
+        for day in [10, 11] {
+            let date = time::Date::from_calendar_date(2000, time::Month::March, day).unwrap();
+            c.stats.add(&DayReading {
+                date,
+                degrees: f64::MAX,
+            });
+        }
+        c.offset += 2;
+        let err = file.save(&c).unwrap_err();
+        let line = err.to_string();
+        assert!(matches!(err, CheckpointError::Unloadable { .. }), "{line}");
+        assert!(
+            line.contains("partition-0.json") && line.contains("offset 5062"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        assert_eq!(fs::read(file.path()).unwrap(), before);
+        assert_eq!(file.tmp_files().unwrap(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn a_file_from_before_days_were_recorded_loads_when_it_has_no_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PartitionFile::new(dir.path(), 0);
+        let old = |count: u64, end: &str| {
+            format!(
+                r#"{{"partition": 0, "offset": 40, "March": {{"2000": {{"count": {count}, "sum": 1.5, "avg": 0.1, "start": "2000-03-02", "end": "{end}"}}}}}}"#
+            )
+        };
+        fs::write(file.path(), old(30, "2000-03-31")).unwrap();
+        let loaded = file.load().unwrap().unwrap();
+        let march = loaded.stats.get(time::Month::March, 2000).unwrap();
+        assert_eq!(march.days, Days::span(2, 31));
+        assert_eq!(march.count, 30);
+
+        // Days missing between start and end: which ones is lost, so it is refused.
+        let gaps = old(20, "2000-03-31");
+        fs::write(file.path(), &gaps).unwrap();
+        let err = file.load().unwrap_err();
+        let line = err.to_string();
+        assert!(matches!(err, CheckpointError::DaysUnknown { .. }), "{line}");
+        assert!(
+            line.contains("partition-0.json")
+                && line.contains("March 2000 counts 20 days from 2000-03-02 to 2000-03-31")
+                && line.contains("--reset-state")
+                && !line.contains('\n'),
+            "{line}"
+        );
+        assert_eq!(fs::read_to_string(file.path()).unwrap(), gaps);
     }
 
     #[test]
@@ -395,6 +755,11 @@ mod tests {
             br#"{"partition": 0, "offset": 10, "Marchy": {}}"#.to_vec(),
             br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1}}}"#.to_vec(),
             br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1, "sum": 1.0, "start": "2000-04-01", "end": "2000-04-01"}}}"#.to_vec(),
+            // A 29th of February in a year without one.
+            br#"{"partition": 0, "offset": 10, "February": {"2001": {"count": 1, "sum": 1.0, "start": "2001-02-28", "end": "2001-02-28", "days": 402653184}}}"#.to_vec(),
+            // Days that do not agree with start and end.
+            br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1, "sum": 1.0, "start": "2000-03-01", "end": "2000-03-01", "days": 2}}}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1, "sum": 1.0, "start": "2000-03-01", "end": "2000-03-01", "days": -1}}}"#.to_vec(),
             vec![0xff, 0xfe, 0x00],
         ];
         for bytes in bad_inputs {
@@ -412,31 +777,61 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_save_leaves_the_old_file() {
+    fn a_failed_save_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
+        // A folder where the file should go makes the rename fail (root writes through mode
+        // bits, so permissions cannot make a save fail in every test environment).
+        fs::create_dir_all(dir.path().join("partition-0.json/inside")).unwrap();
         let file = PartitionFile::new(dir.path(), 0);
-        file.save(&sample()).unwrap();
-        let before = fs::read(file.path()).unwrap();
-        // A folder where the temporary file should go makes the write fail.
-        fs::create_dir(dir.path().join("partition-0.json.tmp")).unwrap();
-        let mut changed = sample();
-        changed.offset += 1;
         assert!(matches!(
-            file.save(&changed),
+            file.save(&sample()),
             Err(CheckpointError::Write { .. })
         ));
-        assert_eq!(fs::read(file.path()).unwrap(), before);
+        assert!(dir.path().join("partition-0.json/inside").is_dir());
+        assert_eq!(file.tmp_files().unwrap(), Vec::<PathBuf>::new());
+        // A folder that is gone.
+        let gone = PartitionFile::new(dir.path().join("gone"), 0);
+        assert!(matches!(
+            gone.save(&sample()),
+            Err(CheckpointError::Write { .. })
+        ));
     }
 
     #[test]
-    fn a_leftover_tmp_file_does_not_matter() {
+    fn leftover_tmp_files_are_found_by_name_and_removed_only_by_the_owner() {
         let dir = tempfile::tempdir().unwrap();
         let file = PartitionFile::new(dir.path(), 0);
         file.save(&sample()).unwrap();
-        fs::write(dir.path().join("partition-0.json.tmp"), "{half").unwrap();
+        let leftovers = ["partition-0.json.tmp", "partition-0.4242-7.json.tmp"];
+        let others = [
+            "partition-10.json.tmp",
+            "partition-1.4242-7.json.tmp",
+            "partition-0.json.bak",
+            "partition-0.x-1.json.tmp",
+            "partition-0.4242.json.tmp",
+            "partition-0.lock",
+        ];
+        for name in leftovers.iter().chain(&others) {
+            fs::write(dir.path().join(name), "{half").unwrap();
+        }
         assert_eq!(file.load().unwrap().unwrap(), sample());
+        // A save leaves them: only the partition's owner knows they are not being written.
         file.save(&sample()).unwrap();
-        assert!(!dir.path().join("partition-0.json.tmp").exists());
+        let expected: Vec<PathBuf> = leftovers.iter().map(|n| dir.path().join(n)).collect();
+        let mut found = file.tmp_files().unwrap();
+        found.sort();
+        let mut sorted = expected.clone();
+        sorted.sort();
+        assert_eq!(found, sorted);
+
+        let owned = OwnedFile::new(PartitionLock::acquire(dir.path(), 0, "test").unwrap());
+        let mut removed = owned.remove_leftover_tmps().unwrap();
+        removed.sort();
+        assert_eq!(removed, sorted);
+        for name in others {
+            assert!(dir.path().join(name).exists(), "{name}");
+        }
+        assert_eq!(owned.load().unwrap().unwrap(), sample());
     }
 
     #[test]

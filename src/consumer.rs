@@ -1,20 +1,22 @@
 //! `weather consume 0 2`: the stats consumer, with partitions assigned by hand.
 //!
-//! Per partition: load its file and seek to the file's offset (no file: the earliest
-//! offset), then for each fetched batch update the statistics in memory and replace the
-//! file. Statistics and offset are saved together, so every report counts exactly once
-//! across any crash (see `checkpoint` for the write and `stats` for the dedup rule).
+//! Per partition: take its lock, load its file and seek to the file's offset (no file: the
+//! earliest offset), then for each fetched batch update the statistics in memory and replace
+//! the file. Statistics and offset are saved together, so every report counts exactly once
+//! across any crash (see `checkpoint` for the write, `stats` for the dedup rule and `lock` for
+//! why a file has one writer).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::{self, Checkpoint, CheckpointError, PartitionFile};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, OwnedFile};
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, GroupError, GroupOptions};
 use crate::kafka::outage::OutageWatch;
 use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
+use crate::lock::{LockError, PartitionLock};
 use crate::shutdown::Shutdown;
 use crate::stats::Outcome;
 
@@ -27,6 +29,10 @@ const SKIP_WARNINGS: u64 = 10;
 /// Consecutive failed fetches tolerated by `--until-caught-up` before it gives up.
 const CATCH_UP_RETRIES: u32 = 10;
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How long a group member waits for a partition's previous owner to let go of its lock. A
+/// live member lets go within a heartbeat interval and its last save; one that holds on for
+/// a minute is stalled, or is not in the group at all (a `weather consume 0 2` on the folder).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
@@ -50,6 +56,8 @@ pub enum ConsumeError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Group(#[from] GroupError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("partition {partition} does not exist: topic {topic:?} has partitions 0 to {}", .count - 1)]
     NoSuchPartition {
         topic: String,
@@ -103,8 +111,17 @@ pub async fn run(
             count,
         });
     }
-    let assigned =
-        open_partitions(cluster, options, &options.partitions, options.reset_state).await?;
+    let listed: Vec<String> = options.partitions.iter().map(i32::to_string).collect();
+    let owner = format!("weather consume {}", listed.join(" "));
+    let claim = Claim::Now { owner: &owner };
+    let assigned = open_partitions(
+        cluster,
+        options,
+        &options.partitions,
+        options.reset_state,
+        claim,
+    )
+    .await?;
     let watch = OutageWatch::new("reading");
     let runs = assigned.into_iter().map(|(partition, file, start)| {
         let target = options.until_caught_up.then_some(start.end);
@@ -125,8 +142,14 @@ pub async fn run_group(
 ) -> Result<(), ConsumeError> {
     prepare(cluster, options).await?;
     let watch = OutageWatch::new("reading");
+    let owner = format!("weather consume --group {}", group.group);
     group::run(cluster, group, shutdown, async |generation| {
-        let assigned = open_partitions(cluster, options, &generation.partitions, false).await?;
+        let claim = Claim::Waiting {
+            owner: &owner,
+            stop: &generation.stop,
+        };
+        let assigned =
+            open_partitions(cluster, options, &generation.partitions, false, claim).await?;
         let starts: Vec<String> = assigned
             .iter()
             .map(|(p, _, start)| format!("{} at {}", p.id(), start.checkpoint.offset))
@@ -170,24 +193,61 @@ async fn prepare(cluster: &Cluster, options: &ConsumeOptions) -> Result<i32, Con
     Ok(count)
 }
 
+/// How a consumer takes its partitions' locks.
+enum Claim<'a> {
+    /// A partition list: the lock now, or an error naming its holder.
+    Now { owner: &'a str },
+    /// A group's assignment: the previous owner may still be finishing its last save, so
+    /// wait for it (up to `TAKEOVER_WAIT`), unless the partitions are taken away meanwhile.
+    Waiting { owner: &'a str, stop: &'a Shutdown },
+}
+
+impl Claim<'_> {
+    /// The partition's lock, or `None` if the generation ended while waiting for it.
+    async fn take(&self, dir: &Path, partition: i32) -> Result<Option<PartitionLock>, LockError> {
+        match self {
+            Claim::Now { owner } => PartitionLock::acquire(dir, partition, owner).map(Some),
+            Claim::Waiting { owner, stop } => {
+                PartitionLock::acquire_waiting(dir, partition, owner, TAKEOVER_WAIT, stop).await
+            }
+        }
+    }
+}
+
 /// The partitions ready to read: handle, file, and where each starts and ends now. Every
-/// partition is checked before anything is read or said, so a bad file or an unwritable
-/// folder stops the run with its one line and nothing else.
+/// partition is locked and checked before anything is read or said, so a partition someone
+/// else holds, a bad file or an unwritable folder stops the run with its one line and nothing
+/// else. A group member whose generation ends while it waits for a lock gets no partitions.
 async fn open_partitions(
     cluster: &Cluster,
     options: &ConsumeOptions,
     ids: &[i32],
     reset: bool,
-) -> Result<Vec<(Partition, PartitionFile, Start)>, ConsumeError> {
-    let mut opened = Vec::new();
+    claim: Claim<'_>,
+) -> Result<Vec<(Partition, OwnedFile, Start)>, ConsumeError> {
+    // Locks first: a file is loaded only once nobody else can write it.
+    let mut owned = Vec::new();
     for &id in ids {
-        let partition = cluster.partition(&options.topic, id).await?;
-        let file = PartitionFile::new(&options.state_dir, id);
+        match claim.take(&options.state_dir, id).await? {
+            Some(lock) => owned.push(OwnedFile::new(lock)),
+            None => return Ok(Vec::new()),
+        }
+    }
+    let mut opened = Vec::new();
+    for file in owned {
+        let partition = cluster.partition(&options.topic, file.partition()).await?;
         let start = starting_point(&partition, &file, reset).await?;
         opened.push((partition, file, start));
     }
+    let mut leftovers = Vec::new();
     for (_, file, _) in &opened {
-        file.remove_leftover_tmp()?;
+        for tmp in file.remove_leftover_tmps()? {
+            leftovers.push(format!(
+                "partition {}: {} is left over from an interrupted save; removed, the file itself is intact",
+                file.partition(),
+                tmp.display()
+            ));
+        }
     }
     if reset {
         for (_, file, _) in &opened {
@@ -200,10 +260,11 @@ async fn open_partitions(
             }
         }
     }
-    for (_, _, start) in &opened {
-        for note in &start.notes {
-            info!("{note}");
-        }
+    for note in leftovers
+        .iter()
+        .chain(opened.iter().flat_map(|(_, _, start)| &start.notes))
+    {
+        info!("{note}");
     }
     Ok(opened)
 }
@@ -219,7 +280,7 @@ struct Start {
 /// on a file that cannot be used or a folder where it cannot be replaced.
 async fn starting_point(
     partition: &Partition,
-    file: &PartitionFile,
+    file: &OwnedFile,
     reset: bool,
 ) -> Result<Start, ConsumeError> {
     let id = partition.id();
@@ -227,12 +288,6 @@ async fn starting_point(
     // With --reset-state the file is set aside, once every partition has passed its checks.
     let loaded = if reset { None } else { file.load()? };
     let (earliest, end) = partition.offsets().await?;
-    if let Some(tmp) = file.leftover_tmp() {
-        notes.push(format!(
-            "partition {id}: {} is left over from an interrupted save; removed, the file itself is intact",
-            tmp.display()
-        ));
-    }
     let checkpoint = match loaded {
         None => {
             notes.push(format!(
@@ -300,7 +355,7 @@ impl<'a> Fetching<'a> {
 
 async fn consume_partition(
     partition: Partition,
-    file: PartitionFile,
+    file: OwnedFile,
     mut checkpoint: Checkpoint,
     fetching: Fetching<'_>,
     shutdown: &Shutdown,
@@ -441,7 +496,9 @@ async fn consume_partition(
 }
 
 /// Saves off the async threads: fsync blocks, and other partitions keep fetching meanwhile.
-async fn save(file: PartitionFile, checkpoint: Checkpoint) -> Result<Checkpoint, CheckpointError> {
+/// The blocking task holds a clone of `file`, so the lock outlives the save even if this
+/// future is dropped.
+async fn save(file: OwnedFile, checkpoint: Checkpoint) -> Result<Checkpoint, CheckpointError> {
     tokio::task::spawn_blocking(move || file.save(&checkpoint).map(|()| checkpoint))
         .await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))

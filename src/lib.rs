@@ -10,10 +10,13 @@
 //!   group membership on it, with `kafka::assignor` the range and round-robin assignors.
 //! - `producer`: `weather produce`, which also resumes a topic where it ends.
 //! - `stats`: month/year aggregation and the exactly-once rules for what counts: the dedup
-//!   rule (a date not after its month's `end` is a duplicate) and the skip rule for records
-//!   that are not reports.
+//!   rule (a date already among its (month, year)'s counted days is a duplicate, in any
+//!   order) and the skip rule for records that are not reports (or not plausible temperatures).
 //! - `checkpoint`: the partition files, and the only place files are written durably
-//!   (tmp, fsync, rename, fsync the folder).
+//!   (a temporary file of each save's own, fsync, rename, fsync the folder); a checkpoint that
+//!   would not load again is refused.
+//! - `lock`: one writer per partition file: the flock a consumer holds on `partition-N.lock`
+//!   from before it loads a partition until after its last save.
 //! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
 //!   partition, on a list given by hand or on what a consumer group assigns.
 //! - `debug`: `weather debug`, a consumer group member that prints what arrives.
@@ -29,6 +32,7 @@ pub mod consumer;
 pub mod dashboard;
 pub mod debug;
 pub mod kafka;
+pub mod lock;
 pub mod plot;
 pub mod producer;
 pub mod report;

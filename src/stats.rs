@@ -1,24 +1,116 @@
 //! Month/year statistics of one partition, and the rules for what counts.
 //!
 //! The exactly-once rule on the consumer side lives here and in `checkpoint`:
-//! - a record counts only if its date is after the `end` of its (month, year), so a
-//!   report that reaches the topic twice is counted once;
-//! - a record that is not a well-formed `Report` keyed by its month is skipped, never fatal.
+//! - a record counts only if its date is not yet among the days counted for its (month, year),
+//!   whatever order the dates arrive in: a report that reaches the topic twice is counted
+//!   once, and a day that arrives late is still counted (`Days`, kept in the file too);
+//! - a record that is not a well-formed `Report` keyed by its month, with a temperature a
+//!   day can have, is skipped, never fatal.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::RangeInclusive;
 
 use prost::Message;
 use time::{Date, Month};
 
 use crate::report::{Report, month_name, parse_date, parse_month};
 
-/// Count, sum and first/last date of one month of one year.
+/// Count, sum, first/last date and the days counted of one month of one year.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MonthStats {
     pub count: u64,
     pub sum: f64,
+    /// The earliest and latest dates counted, whatever order they came in.
     pub start: Date,
     pub end: Date,
+    pub days: Days,
+}
+
+/// The days of one month that have been counted: bit `d - 1` stands for day `d`.
+///
+/// This is what the dedup rule looks at, so that a day counts once whatever order the
+/// reports arrive in: a late day is counted, a repeated one is not. A month has at most 31
+/// days, so one `u32` holds the set; the partition file writes it as the integer `days`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Days(u32);
+
+impl Days {
+    pub fn from_bits(bits: u32) -> Self {
+        Self(bits)
+    }
+
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Every day from `first` to `last`, both included (none when `first > last`).
+    pub fn span(first: u8, last: u8) -> Self {
+        (first..=last).fold(Self::default(), |mut days, day| {
+            days.insert(day);
+            days
+        })
+    }
+
+    pub fn contains(self, day: u8) -> bool {
+        (1..=31).contains(&day) && self.0 & (1 << (day - 1)) != 0
+    }
+
+    /// Adds `day` (1 to 31; others are ignored).
+    pub fn insert(&mut self, day: u8) {
+        if (1..=31).contains(&day) {
+            self.0 |= 1 << (day - 1);
+        }
+    }
+
+    pub fn len(self) -> u32 {
+        self.0.count_ones()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn first(self) -> Option<u8> {
+        (!self.is_empty()).then(|| self.0.trailing_zeros() as u8 + 1)
+    }
+
+    pub fn last(self) -> Option<u8> {
+        (!self.is_empty()).then(|| 32 - self.0.leading_zeros() as u8)
+    }
+
+    pub fn union(self, other: Days) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+/// Runs of days, as a person writes them: `1-5, 7, 9-31`.
+impl fmt::Display for Days {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut runs = Vec::new();
+        let mut day = 1;
+        while day <= 32 {
+            if !self.contains(day) {
+                day += 1;
+                continue;
+            }
+            let first = day;
+            while self.contains(day + 1) {
+                day += 1;
+            }
+            runs.push(if first == day {
+                first.to_string()
+            } else {
+                format!("{first}-{day}")
+            });
+            day += 1;
+        }
+        if runs.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&runs.join(", "))
+        }
+    }
 }
 
 impl MonthStats {
@@ -37,11 +129,18 @@ pub struct PartitionStats {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Counted,
-    /// Its date is not after the last date counted for its (month, year).
+    /// Its date has already been counted for its (month, year).
     Duplicate,
     /// Not a usable report; the reason says why.
     Malformed(String),
 }
+
+/// The temperatures a report may carry, in °F. The extremes measured on Earth are about
+/// -129 °F (Vostok, 1983) and 134 °F (Death Valley, 1913), so a value beyond ±200 comes from a
+/// broken producer, not from the weather. The bound also keeps every sum finite: a (month,
+/// year) adds at most 31 of them, where two finite values near `f64::MAX` would sum to
+/// infinity, which JSON cannot write and a partition file therefore cannot hold.
+pub const PLAUSIBLE_DEGREES: RangeInclusive<f64> = -200.0..=200.0;
 
 /// A record's key and value, checked: the key names the month of the report's date.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +165,14 @@ impl DayReading {
         if !report.degrees.is_finite() {
             return Err(format!("degrees {} is not a number", report.degrees));
         }
+        if !PLAUSIBLE_DEGREES.contains(&report.degrees) {
+            return Err(format!(
+                "degrees {} is not a temperature a day can have (outside {} to {} °F)",
+                report.degrees,
+                PLAUSIBLE_DEGREES.start(),
+                PLAUSIBLE_DEGREES.end()
+            ));
+        }
         Ok(Self {
             date,
             degrees: report.degrees,
@@ -82,25 +189,29 @@ impl PartitionStats {
         }
     }
 
-    /// Counts a reading unless its (month, year) has already counted this date or a later one.
+    /// Counts a reading unless its (month, year) has already counted this date, in any order.
     pub fn add(&mut self, reading: &DayReading) -> Outcome {
-        let years = self.months.entry(reading.date.month()).or_default();
-        match years.get_mut(&reading.date.year()) {
-            Some(stats) if reading.date <= stats.end => Outcome::Duplicate,
+        let date = reading.date;
+        let years = self.months.entry(date.month()).or_default();
+        match years.get_mut(&date.year()) {
+            Some(stats) if stats.days.contains(date.day()) => Outcome::Duplicate,
             Some(stats) => {
                 stats.count += 1;
                 stats.sum += reading.degrees;
-                stats.end = reading.date;
+                stats.start = stats.start.min(date);
+                stats.end = stats.end.max(date);
+                stats.days.insert(date.day());
                 Outcome::Counted
             }
             None => {
                 years.insert(
-                    reading.date.year(),
+                    date.year(),
                     MonthStats {
                         count: 1,
                         sum: reading.degrees,
-                        start: reading.date,
-                        end: reading.date,
+                        start: date,
+                        end: date,
+                        days: Days::span(date.day(), date.day()),
                     },
                 );
                 Outcome::Counted
@@ -119,6 +230,7 @@ impl PartitionStats {
                         m.sum += stats.sum;
                         m.start = m.start.min(stats.start);
                         m.end = m.end.max(stats.end);
+                        m.days = m.days.union(stats.days);
                     })
                     .or_insert_with(|| stats.clone());
             }
@@ -178,6 +290,10 @@ impl PartitionStats {
                 let name = month_name(month);
                 match (self.get(month, year), expected.get(month, year)) {
                     (Some(a), Some(b)) if a == b => None,
+                    (Some(a), Some(b)) if (a.count, a.sum, a.start, a.end) == (b.count, b.sum, b.start, b.end) => Some(format!(
+                        "{name} {year}: file has days {}, topic gives days {}",
+                        a.days, b.days
+                    )),
                     (Some(a), Some(b)) => Some(format!(
                         "{name} {year}: file has count {} sum {} ({} to {}), topic gives count {} sum {} ({} to {})",
                         a.count, a.sum, a.start, a.end, b.count, b.sum, b.start, b.end
@@ -242,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn a_date_not_after_the_end_is_a_duplicate() {
+    fn a_date_already_counted_is_a_duplicate() {
         let mut stats = PartitionStats::default();
         apply(&mut stats, "March", "2000-03-01", 40.0);
         apply(&mut stats, "March", "2000-03-02", 41.0);
@@ -261,6 +377,88 @@ mod tests {
             apply(&mut stats, "March", "1999-03-05", 1.0),
             Outcome::Counted
         );
+    }
+
+    #[test]
+    fn late_days_are_counted_once_in_any_order() {
+        let mut stats = PartitionStats::default();
+        // The month's last day first: every earlier day is still to come, not a duplicate.
+        assert_eq!(
+            apply(&mut stats, "March", "2000-03-31", 31.0),
+            Outcome::Counted
+        );
+        let mut days: Vec<u8> = (1..=30).collect();
+        fastrand::Rng::with_seed(13).shuffle(&mut days);
+        let mut sum = 31.0;
+        for &day in &days {
+            let date = format!("2000-03-{day:02}");
+            assert_eq!(
+                apply(&mut stats, "March", &date, f64::from(day)),
+                Outcome::Counted,
+                "{date}"
+            );
+            sum += f64::from(day);
+        }
+        for &day in &days[..5] {
+            let date = format!("2000-03-{day:02}");
+            assert_eq!(apply(&mut stats, "March", &date, 99.0), Outcome::Duplicate);
+        }
+        let m = stats.get(Month::March, 2000).unwrap();
+        assert_eq!((m.count, m.sum.to_bits()), (31, sum.to_bits()));
+        assert_eq!(
+            (m.start, m.end),
+            (date!(2000 - 03 - 01), date!(2000 - 03 - 31))
+        );
+        assert_eq!(m.days, Days::span(1, 31));
+        assert_eq!(m.days.bits(), 0x7fff_ffff);
+    }
+
+    #[test]
+    fn days_are_a_set_of_the_month_s_days() {
+        let mut days = Days::default();
+        assert!(days.is_empty());
+        assert_eq!((days.first(), days.last()), (None, None));
+        assert_eq!(days.to_string(), "none");
+        for day in [9, 1, 2, 3, 5, 31, 10, 11] {
+            days.insert(day);
+        }
+        days.insert(0);
+        days.insert(32);
+        assert_eq!(days.len(), 8);
+        assert_eq!((days.first(), days.last()), (Some(1), Some(31)));
+        assert!(days.contains(5) && !days.contains(4) && !days.contains(0));
+        assert!(!days.contains(32));
+        assert_eq!(days.to_string(), "1-3, 5, 9-11, 31");
+        assert_eq!(Days::span(3, 5).bits(), 0b11100);
+        assert_eq!(Days::span(5, 3), Days::default());
+        assert_eq!(
+            Days::span(1, 2).union(Days::span(4, 4)),
+            Days::from_bits(0b1011)
+        );
+    }
+
+    #[test]
+    fn temperatures_no_day_can_have_are_malformed() {
+        let mut stats = PartitionStats::default();
+        // Two finite values whose sum is not: either would break the file on its own.
+        for degrees in [f64::MAX, f64::MAX, 1e308, 200.0001, -200.5, f64::MIN] {
+            let outcome = apply(&mut stats, "March", "2000-03-01", degrees);
+            assert!(
+                matches!(&outcome, Outcome::Malformed(reason) if reason.contains("outside -200 to 200")),
+                "{degrees}: {outcome:?}"
+            );
+        }
+        assert_eq!(stats, PartitionStats::default());
+        // The bounds themselves are temperatures.
+        assert_eq!(
+            apply(&mut stats, "March", "2000-03-01", 200.0),
+            Outcome::Counted
+        );
+        assert_eq!(
+            apply(&mut stats, "March", "2000-03-02", -200.0),
+            Outcome::Counted
+        );
+        assert_eq!(stats.get(Month::March, 2000).unwrap().sum, 0.0);
     }
 
     #[test]
@@ -305,6 +503,7 @@ mod tests {
             (date!(2000 - 03 - 01), date!(2000 - 03 - 05))
         );
         assert_eq!(a.get(Month::August, 2000).unwrap().count, 1);
+        assert_eq!(m.days.to_string(), "1, 5");
     }
 
     #[test]
@@ -320,5 +519,23 @@ mod tests {
         assert_eq!(diffs.len(), 2, "{diffs:?}");
         assert!(diffs[0].starts_with("March 2000: file has count 1"));
         assert!(diffs[1].starts_with("August 2000: file has count 1 but"));
+
+        // Same numbers, other days: said in days.
+        let mut c = PartitionStats::default();
+        let mut d = PartitionStats::default();
+        apply(&mut c, "March", "2000-03-01", 40.0);
+        apply(&mut c, "March", "2000-03-03", 40.0);
+        apply(&mut d, "March", "2000-03-01", 40.0);
+        apply(&mut d, "March", "2000-03-03", 40.0);
+        d.months
+            .get_mut(&Month::March)
+            .unwrap()
+            .get_mut(&2000)
+            .unwrap()
+            .days = Days::span(1, 3);
+        assert_eq!(
+            c.differences(&d),
+            vec!["March 2000: file has days 1, 3, topic gives days 1-3"]
+        );
     }
 }

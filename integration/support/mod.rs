@@ -122,11 +122,21 @@ impl Logged {
 
     /// Sends SIGINT, as Ctrl-C would.
     pub fn interrupt(&mut self) {
+        self.signal("INT");
+    }
+
+    /// Sends a signal by name: `STOP` freezes it (a long GC pause, a swapped-out machine)
+    /// until `CONT`.
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
-            .expect("kill -INT");
-        assert!(status.success());
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
