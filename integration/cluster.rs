@@ -162,7 +162,11 @@ fn a_leader_killed_under_full_load_costs_nothing_and_its_node_comes_back_with_ma
     assert_files_caught_up_and_verified(&broker, state.path(), DAYS);
 
     // `make up` brings back just the dead node, with its data; it catches up.
-    broker.start_missing();
+    let said = broker.start_missing();
+    assert!(
+        said.contains(&format!("started node(s) {victim} of 3")),
+        "{said}"
+    );
     assert!((1..=3).all(|id| broker.node_running(id)));
     wait_for("the node back in every in-sync set", GUARD, || {
         let described = kafka_describe(&broker);

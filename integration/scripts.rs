@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 
-use support::{GUARD, Logged, free_port, run_ok, wait_for};
+use support::{GUARD, Kind, Logged, free_port, run_ok, wait_for};
 
 fn broker_script(port: u16, dir: &std::path::Path, action: &str) -> std::process::Output {
     Command::new("bash")
@@ -36,46 +36,102 @@ impl Drop for Down<'_> {
     }
 }
 
+/// `make TARGET` for the broker under test (BROKER=embedded or kafka), its data in `dir` and
+/// its first port `port` (Kafka's controller on the next).
+fn make(target: &str, port: u16, dir: &std::path::Path) -> std::process::Output {
+    let broker = match Kind::from_env() {
+        Kind::Tansu => "embedded",
+        Kind::Kafka => "kafka",
+    };
+    Command::new("make")
+        .args(["-s", "-C", env!("CARGO_MANIFEST_DIR"), target])
+        .arg(format!("BROKER={broker}"))
+        .env("KAFKA_PORT", port.to_string())
+        .env("BROKER_DIR", dir)
+        .env("KAFKA_DIR", dir)
+        .env_remove("KAFKA_BROKERS")
+        .output()
+        .expect("run make")
+}
+
+/// Stops what `make up` started even when an assertion fails first.
+struct MakeDown<'a>(u16, &'a std::path::Path);
+
+impl Drop for MakeDown<'_> {
+    fn drop(&mut self) {
+        make("down", self.0, self.1);
+    }
+}
+
+/// A port whose next port is free too (Kafka's controller listens there).
+fn free_port_pair() -> u16 {
+    loop {
+        let ports = support::broker::free_ports(2);
+        if ports[1] == ports[0] + 1 {
+            return ports[0];
+        }
+    }
+}
+
 #[test]
-fn up_starts_a_loopback_broker_says_where_and_down_stops_it() {
+fn make_up_starts_a_loopback_broker_says_where_and_make_down_stops_it() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _down = Down(port, dir.path());
+    let port = free_port_pair();
+    let _down = MakeDown(port, dir.path());
 
-    let up = broker_script(port, dir.path(), "up");
+    let up = make("up", port, dir.path());
     assert!(up.status.success(), "{}", text(&up));
-    assert!(
-        text(&up).contains(&format!("broker up at 127.0.0.1:{port}")),
-        "{}",
-        text(&up)
-    );
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
-    assert!(
-        dir.path().join("tansu.db").exists(),
-        "SQLite database not in the data folder"
-    );
+    let said = text(&up);
+    let (where_, data) = match Kind::from_env() {
+        Kind::Tansu => (format!("broker up at 127.0.0.1:{port}"), "tansu.db"),
+        Kind::Kafka => (
+            format!("KAFKA_BROKERS=127.0.0.1:{port}"),
+            "node-1/data/meta.properties",
+        ),
+    };
+    assert!(said.contains(&where_), "{said}");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    assert!(dir.path().join(data).exists(), "no {data} in the data folder");
 
-    let again = broker_script(port, dir.path(), "up");
+    // It is a broker: the pipeline runs on it.
+    let weather = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weather"));
+        command.env("KAFKA_BROKERS", format!("127.0.0.1:{port}"));
+        command
+    };
+    run_ok(weather().args(["produce", "--count", "3", "--delay-ms", "0"]));
+
+    let again = make("up", port, dir.path());
     assert!(again.status.success());
     assert!(text(&again).contains("already running"), "{}", text(&again));
 
-    let down = broker_script(port, dir.path(), "down");
+    let down = make("down", port, dir.path());
     assert!(down.status.success(), "{}", text(&down));
-    assert!(text(&down).contains("broker stopped"));
+    assert!(text(&down).contains("stopped"), "{}", text(&down));
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "still listening after down"
     );
-    assert!(text(&broker_script(port, dir.path(), "down")).contains("no broker running"));
+    assert!(text(&make("down", port, dir.path())).contains("no "));
+
+    // The data outlives the broker: up again, and the three days are still there.
+    let up = make("up", port, dir.path());
+    assert!(up.status.success(), "{}", text(&up));
+    let resumed = run_ok(weather().args(["produce", "--count", "0"]));
+    assert!(
+        String::from_utf8_lossy(&resumed.stderr).contains("already holds days up to 2000-01-03"),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
 }
 
 #[test]
-fn up_on_a_taken_port_fails_with_one_line() {
+fn make_up_on_a_taken_port_fails_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = squatter.local_addr().unwrap().port();
-    let _down = Down(port, dir.path());
-    let up = broker_script(port, dir.path(), "up");
+    let _down = MakeDown(port, dir.path());
+    let up = make("up", port, dir.path());
     assert!(!up.status.success());
     let stderr = String::from_utf8_lossy(&up.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
@@ -84,6 +140,73 @@ fn up_on_a_taken_port_fails_with_one_line() {
         errors[0].contains(&format!("port {port}")) && errors[0].contains("KAFKA_PORT"),
         "{stderr}"
     );
+}
+
+/// Runs `scripts/kafka.sh ARGS` with extra environment.
+fn kafka_script(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let mut command = Command::new("bash");
+    command
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+        .args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run scripts/kafka.sh")
+}
+
+/// Apache Kafka's jars come from Maven Central (Tansu's install is `cargo install`, run by
+/// make test before any test, and eight minutes long: not repeated here).
+#[test]
+fn kafka_jars_are_assembled_once_and_a_missing_java_or_maven_is_one_line() {
+    // `make test` assembled them already: the second run says so and downloads nothing.
+    let again = kafka_script(&["install"], &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(text(&again).lines().count(), 1, "{}", text(&again));
+    assert!(
+        text(&again).contains("already assembled"),
+        "{}",
+        text(&again)
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let lib = empty.path().join("lib");
+    let old_java = tempfile::tempdir().unwrap();
+    let java = old_java.path().join("bin/java");
+    std::fs::create_dir_all(java.parent().unwrap()).unwrap();
+    std::fs::write(
+        &java,
+        "#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x"])
+        .arg(&java)
+        .status()
+        .unwrap();
+    let nowhere = std::ffi::OsStr::new("/nonexistent/java-home");
+    let no_maven = std::ffi::OsStr::new("/nonexistent/mvn");
+    let cases: [(&[(&str, &std::ffi::OsStr)], &str); 3] = [
+        (&[("JAVA_HOME", nowhere)], "has no bin/java"),
+        (
+            &[("JAVA_HOME", old_java.path().as_os_str())],
+            "is Java 11.0.2; Apache Kafka",
+        ),
+        (
+            &[("KAFKA_LIB", lib.as_os_str()), ("MAVEN", no_maven)],
+            "not found: assembling Apache Kafka's jars needs Maven",
+        ),
+    ];
+    for (env, expected) in cases {
+        let out = kafka_script(&["install"], env);
+        assert!(!out.status.success(), "{expected}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{expected}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{expected}: {stderr}"
+        );
+        assert!(!lib.exists(), "nothing assembled: {expected}");
+    }
 }
 
 /// The answer to `GET path` from a server on 127.0.0.1:`port`, status line and all.

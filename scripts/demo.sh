@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: the whole pipeline on the embedded broker until Ctrl-C. The producer resumes
+# make demo: the whole pipeline until Ctrl-C, on the embedded broker unless BROKER says. The producer resumes
 # the topic, two consumers split the partitions (0,2 and 1,3), and month.svg is redrawn
 # every few seconds; the live dashboard serves on http://127.0.0.1:8080/ (DASHBOARD=ADDR moves
 # it). Ctrl-C stops the programs; the broker and the state stay.
@@ -9,8 +9,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/broker.sh up
-export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}
+# BROKER picks the broker as for make up: embedded (Tansu), kafka or kafka-cluster (Apache
+# Kafka from its jars), docker or docker-cluster. A three-node cluster gets a topic with
+# three copies, two of which must have each write.
+port=${KAFKA_PORT:-9092}
+replicas=1
+case "${BROKER:-embedded}" in
+  embedded) scripts/broker.sh up ;;
+  kafka) scripts/kafka.sh up kafka ;;
+  kafka-cluster) scripts/kafka.sh up kafka-cluster; replicas=3 ;;
+  docker) scripts/docker.sh up docker ;;
+  docker-cluster) scripts/docker.sh up docker-cluster; replicas=3 ;;
+  *) echo "error: BROKER=$BROKER is not known: use embedded (the default), kafka, kafka-cluster, docker or docker-cluster" >&2; exit 2 ;;
+esac
+if [ "$replicas" = 3 ]; then
+  export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:$port,127.0.0.1:$((port + 2)),127.0.0.1:$((port + 4))}
+else
+  export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:$port}
+fi
 if [[ -z ${WEATHER:-} ]]; then
   cargo build --release --quiet
 fi
@@ -30,7 +46,7 @@ trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
 # The consumers need the topic; on a new broker it does not exist until the producer makes it.
-RUST_LOG=warn "$weather" produce --count 0
+RUST_LOG=warn "$weather" produce --count 0 --replication-factor "$replicas"
 "$weather" produce & pids+=($!)
 "$weather" consume 0,2 --state-dir "$dir/state" & pids+=($!)
 "$weather" consume 1,3 --state-dir "$dir/state" & pids+=($!)

@@ -16,7 +16,8 @@
 # (comma-separated, one per node) place the nodes by hand, as the tests do on free ports, and
 # KAFKA_ADVERTISED_PORTS sends clients elsewhere (a proxy in front of a node).
 # Data, logs and pid files live in $KAFKA_DIR (default .kafka/kafka or .kafka/kafka-cluster).
-# KAFKA_HEAP (default -Xmx512m) sizes each node's Java heap.
+# KAFKA_HEAP (default -Xmx512m) sizes each node's Java heap; JAVA_HOME picks the Java (else java
+# on PATH), MAVEN the Maven command (default mvn), KAFKA_LIB the jar folder.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,13 +27,14 @@ VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.x
 LIB=${KAFKA_LIB:-$ROOT/.kafka/$VERSION/lib}
 PORT=${KAFKA_PORT:-9092}
 HEAP=${KAFKA_HEAP:--Xmx512m}
+MAVEN=${MAVEN:-mvn}
 
 say() { printf '%s\n' "$*"; }
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 java_bin() {
-  if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
-    printf '%s' "$JAVA_HOME/bin/java"
+  if [ -n "${JAVA_HOME:-}" ]; then
+    if [ -x "$JAVA_HOME/bin/java" ]; then printf '%s' "$JAVA_HOME/bin/java"; fi
   else
     command -v java || true
   fi
@@ -42,6 +44,9 @@ java_bin() {
 check_java() {
   local java version major
   java=$(java_bin)
+  if [ -z "$java" ] && [ -n "${JAVA_HOME:-}" ]; then
+    fail "JAVA_HOME=$JAVA_HOME has no bin/java: point it at a Java 17 or later, or unset it to use java from PATH"
+  fi
   [ -n "$java" ] || fail "java not found: Apache Kafka $VERSION needs Java 17 or later (Debian: apt-get install openjdk-17-jre-headless)"
   version=$("$java" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1)
   major=${version%%.*}
@@ -57,13 +62,13 @@ install() {
     say "Apache Kafka $VERSION: $(ls "$LIB" | grep -c '\.jar$') jars in ${LIB#"$ROOT"/} (already assembled)"
     return
   fi
-  command -v mvn >/dev/null || fail "mvn not found: assembling Apache Kafka's jars needs Maven 3 (Debian: apt-get install maven)"
+  command -v "$MAVEN" >/dev/null || fail "$MAVEN not found: assembling Apache Kafka's jars needs Maven 3 (Debian: apt-get install maven)"
   local started=$SECONDS work
   work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
   cp "$HERE/pom.xml" "$work/pom.xml"
   # Maven 3.8's default dependency plugin (2.8) cannot copy a runtime closure: name 3.x.
-  if ! (cd "$work" && mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+  if ! (cd "$work" && "$MAVEN" -q -B org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
       -DoutputDirectory="$work/lib" -DincludeScope=runtime >"$work/mvn.log" 2>&1); then
     tail -n 20 "$work/mvn.log" >&2
     fail "Maven could not fetch Apache Kafka $VERSION's jars from Maven Central (above); check the network and run this again"

@@ -130,20 +130,22 @@ impl Broker {
     }
 
     /// Starts every node that is not running (all of them, the first time), and waits until
-    /// each answers. For Kafka this is `make up`: a killed node comes back with its data.
-    pub fn start_missing(&mut self) {
+    /// each answers; returns what the start said. For Kafka this is `make up`: a killed node
+    /// comes back with its data.
+    pub fn start_missing(&mut self) -> String {
         match self.kind {
             Kind::Tansu => {
                 if self.nodes[0].tansu.is_none() {
                     self.launch_tansu();
                 }
+                String::new()
             }
             Kind::Kafka => self.kafka_script(&["up"]),
         }
     }
 
     /// Starts node `id` alone, if it is not running (Kafka: `scripts/kafka.sh up MODE ID`).
-    pub fn start_node(&mut self, id: i32) {
+    pub fn start_node(&mut self, id: i32) -> String {
         match self.kind {
             Kind::Tansu => self.start_missing(),
             Kind::Kafka => self.kafka_script(&["up", &id.to_string()]),
@@ -302,7 +304,7 @@ impl Broker {
         }
     }
 
-    fn kafka_script(&self, args: &[&str]) {
+    fn kafka_script(&self, args: &[&str]) -> String {
         let ports = |f: fn(&Node) -> u16| {
             self.nodes
                 .iter()
@@ -339,6 +341,7 @@ impl Broker {
             String::from_utf8_lossy(&output.stderr),
             self.log()
         );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     fn kafka_pid(&self, id: i32) -> Option<u32> {
