@@ -396,3 +396,66 @@ fn a_debug_member_carries_on_through_a_broker_restart() {
     });
     member.stop();
 }
+
+#[test]
+fn a_member_without_partitions_stays_in_the_group_and_takes_over_when_another_leaves() {
+    let broker = Broker::start();
+    produce(&broker, 10, true);
+    let mut members: Vec<Running> = (0..5).map(|_| debug_member(&broker, &[])).collect();
+    let shares = |members: &[Running]| -> Vec<Option<BTreeSet<i32>>> {
+        members.iter().map(Running::assigned).collect()
+    };
+    let refs: Vec<&Running> = members.iter().collect();
+    // Four members with one partition each, one with none, all four partitions covered.
+    wait_seeing("five members to share four partitions", &refs, || {
+        let shares = shares(&members);
+        let held: Vec<&BTreeSet<i32>> = shares.iter().flatten().collect();
+        held.len() == 5
+            && held.iter().filter(|s| s.len() == 1).count() == 4
+            && held.iter().filter(|s| s.is_empty()).count() == 1
+            && held.iter().fold(BTreeSet::new(), |all, s| &all | s) == all_four()
+    });
+    let idle = shares(&members)
+        .iter()
+        .position(|s| s.as_ref().is_some_and(BTreeSet::is_empty))
+        .unwrap();
+    // It stays, idle: not exited, not left.
+    produce(&broker, 31, false);
+    wait_seeing("the busy members to print the new days", &refs, || {
+        members.iter().map(|m| m.lines().len()).sum::<usize>() >= 31
+    });
+    assert!(
+        members[idle].child.try_wait().unwrap().is_none(),
+        "the idle member exited: {}",
+        members[idle].log()
+    );
+    assert!(
+        !members[idle].log().contains("left"),
+        "{}",
+        members[idle].log()
+    );
+
+    // A busy member leaves: the idle one is given a partition and prints from there on.
+    let busy = (0..5).find(|i| *i != idle).unwrap();
+    members.remove(busy).stop();
+    let idle = if busy < idle { idle - 1 } else { idle };
+    let refs: Vec<&Running> = members.iter().collect();
+    wait_seeing("the idle member to take a partition", &refs, || {
+        members[idle].assigned().is_some_and(|s| !s.is_empty())
+            && shares(&members)
+                .iter()
+                .flatten()
+                .fold(BTreeSet::new(), |all, s| &all | s)
+                == all_four()
+    });
+    let before = members[idle].lines().len();
+    produce(&broker, 365, false);
+    wait_seeing(
+        "the former idle member to print its new share",
+        &refs,
+        || members[idle].lines().len() > before,
+    );
+    for member in members {
+        member.stop();
+    }
+}

@@ -51,6 +51,8 @@ pub struct GroupOptions {
 /// members let go within a save; a Java member in the same group brings its own (five
 /// minutes by default), and the coordinator waits for the longest.
 const REBALANCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a leader looks whether the topic's partition count changed.
+const TOPIC_LOOK: Duration = Duration::from_secs(10);
 /// Beyond the rebalance timeout, how long a JoinGroup may take before we call the connection
 /// dead: the broker rightly holds the request until the group is complete, as the Java
 /// client allows for.
@@ -210,11 +212,24 @@ pub async fn run<E: From<GroupError>>(
         let (result, ending) = {
             let beats = member.keep_alive(cluster, &positions, &mut last_committed);
             tokio::pin!(beats);
-            tokio::select! {
-                done = &mut job => (Some(done), Ending::WorkDone),
-                ending = &mut beats => (None, ending),
-                _ = shutdown.requested() => (None, Ending::Exit),
-            }
+            let mut result = None;
+            let ending = loop {
+                tokio::select! {
+                    done = &mut job, if result.is_none() => match done {
+                        Err(e) => {
+                            result = Some(Err(e));
+                            break Ending::WorkDone;
+                        }
+                        // Done with this generation's share (none at all, say, with more
+                        // members than partitions): stay in the group, idle, so the next
+                        // rebalance can give it some. Leaving would force a rebalance.
+                        Ok(()) => result = Some(Ok(())),
+                    },
+                    ending = &mut beats => break ending,
+                    _ = shutdown.requested() => break Ending::Exit,
+                }
+            };
+            (result, ending)
         };
         // The work lets go of its partitions before anyone else may get them.
         trigger.trigger();
@@ -256,6 +271,9 @@ struct Member {
     options: GroupOptions,
     member_id: String,
     generation: i32,
+    /// As leader: the partition count of our topic the current assignment was made for
+    /// (`None`: the topic was not there), to rebalance when it changes.
+    led_for: Option<Option<i32>>,
 }
 
 const FIND_COORDINATOR: std::ops::RangeInclusive<i16> = 1..=3;
@@ -277,6 +295,7 @@ impl Member {
             options: options.clone(),
             member_id: String::new(),
             generation: -1,
+            led_for: None,
         }
     }
 
@@ -307,8 +326,28 @@ impl Member {
         // from when ours was sent keeps this member's idea of it on the safe side.
         let mut alive_until = tokio::time::Instant::now() + session;
         let mut lost: Option<GroupError> = None;
+        let mut next_look = tokio::time::Instant::now() + TOPIC_LOOK;
         loop {
             ticker.tick().await;
+            // The leader looks now and then whether the topic has appeared or grown, as the
+            // Java leader does: a rejoin by the leader makes the coordinator rebalance.
+            if let Some(assigned) = self.led_for
+                && tokio::time::Instant::now() >= next_look
+            {
+                next_look = tokio::time::Instant::now() + TOPIC_LOOK;
+                if let Ok(now) = cluster.partition_count(&self.options.topic).await
+                    && now != assigned
+                {
+                    info!(
+                        "group {}: topic {} has {} partitions now ({} when assigned); rebalancing",
+                        self.options.group,
+                        self.options.topic,
+                        now.unwrap_or(0),
+                        assigned.unwrap_or(0)
+                    );
+                    return Ending::Rebalance;
+                }
+            }
             let sent = tokio::time::Instant::now();
             let beat = async {
                 if lost.is_some() {
@@ -438,6 +477,7 @@ impl Member {
                 .as_ref()
                 .map(|p| p.to_string())
                 .unwrap_or_default();
+            self.led_for = None;
             let assignments = if joined.leader == joined.member_id {
                 let assignor = Assignor::from_name(&protocol).ok_or_else(|| {
                     self.protocol("the group chose", format!("unknown assignor {protocol:?}"))
@@ -500,7 +540,7 @@ impl Member {
 
     /// The leader's part: decode every member's subscription and assign the partitions.
     async fn lead(
-        &self,
+        &mut self,
         cluster: &Cluster,
         assignor: Assignor,
         members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
@@ -524,6 +564,7 @@ impl Member {
                 counts.insert(topic.clone(), count);
             }
         }
+        self.led_for = Some(counts.get(&self.options.topic).copied());
         let assignment = assignor.assign(&subscribers, &counts);
         info!(
             "group {}: leading generation {} with {} ({} members)",

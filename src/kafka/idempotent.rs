@@ -417,6 +417,11 @@ impl PartitionSender {
             if self.failed.is_none() {
                 self.pump(closed).await?;
             }
+            // A round that failed with nothing in flight (the reconnect itself failed) is
+            // recovered on this sender's own timer: the next record may be a month away.
+            if self.failed.is_some() && self.in_flight.is_empty() {
+                continue;
+            }
             if closed && self.open.is_empty() && self.unacked.is_empty() {
                 return Ok(());
             }
@@ -773,5 +778,193 @@ mod tests {
         assert_eq!(sequence_after(i32::MAX - 2, 2), i32::MAX);
         assert_eq!(sequence_after(i32::MAX - 2, 3), 0);
         assert_eq!(sequence_after(i32::MAX, 10), 9);
+    }
+
+    /// A broker for one topic of one partition, on a loopback port: it answers ApiVersions,
+    /// Metadata (itself the leader), InitProducerId and Produce, except while `down`, when it
+    /// takes each connection and closes it at once, as a restarting broker does.
+    struct FakeBroker {
+        address: String,
+        down: Arc<std::sync::atomic::AtomicBool>,
+        produced: Arc<AtomicU64>,
+    }
+
+    impl FakeBroker {
+        async fn start(topic: &'static str) -> FakeBroker {
+            use kafka_protocol::messages::api_versions_response::ApiVersion;
+            use kafka_protocol::messages::metadata_response::{
+                MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+            };
+            use kafka_protocol::messages::produce_response::{
+                PartitionProduceResponse, TopicProduceResponse,
+            };
+            use kafka_protocol::messages::{
+                ApiKey, ApiVersionsResponse, BrokerId, InitProducerIdResponse, MetadataResponse,
+                RequestHeader, ResponseHeader,
+            };
+            use kafka_protocol::protocol::{HeaderVersion, decode_request_header_from_buffer};
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap().to_string();
+            let port = listener.local_addr().unwrap().port() as i32;
+            let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let produced = Arc::new(AtomicU64::new(0));
+            let (is_down, count) = (down.clone(), produced.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if is_down.load(Ordering::Relaxed) {
+                        continue; // dropped: closed at once
+                    }
+                    let (count, is_down) = (count.clone(), is_down.clone());
+                    tokio::spawn(async move {
+                        while let Ok(length) = stream.read_i32().await {
+                            let mut request = vec![0; length as usize];
+                            if stream.read_exact(&mut request).await.is_err()
+                                || is_down.load(Ordering::Relaxed)
+                            {
+                                return;
+                            }
+                            let mut request = Bytes::from(request);
+                            let header: RequestHeader =
+                                decode_request_header_from_buffer(&mut request).unwrap();
+                            let version = header.request_api_version;
+                            let key = ApiKey::try_from(header.request_api_key).unwrap();
+                            let mut body = BytesMut::new();
+                            let header_version = match key {
+                                ApiKey::ApiVersions => {
+                                    let offer = |api: ApiKey, max| {
+                                        ApiVersion::default()
+                                            .with_api_key(api as i16)
+                                            .with_min_version(0)
+                                            .with_max_version(max)
+                                    };
+                                    ApiVersionsResponse::default()
+                                        .with_api_keys(vec![
+                                            offer(ApiKey::ApiVersions, 0),
+                                            offer(ApiKey::Metadata, 12),
+                                            offer(ApiKey::InitProducerId, 4),
+                                            offer(ApiKey::Produce, 9),
+                                            offer(ApiKey::EndTxn, 3),
+                                        ])
+                                        .encode(&mut body, version)
+                                        .unwrap();
+                                    ApiVersionsResponse::header_version(version)
+                                }
+                                ApiKey::Metadata => {
+                                    MetadataResponse::default()
+                                        .with_brokers(vec![
+                                            MetadataResponseBroker::default()
+                                                .with_node_id(BrokerId(1))
+                                                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                                .with_port(port),
+                                        ])
+                                        .with_topics(vec![
+                                            MetadataResponseTopic::default()
+                                                .with_name(Some(TopicName(
+                                                    StrBytes::from_static_str(topic),
+                                                )))
+                                                .with_partitions(vec![
+                                                    MetadataResponsePartition::default()
+                                                        .with_partition_index(0)
+                                                        .with_leader_id(BrokerId(1)),
+                                                ]),
+                                        ])
+                                        .encode(&mut body, version)
+                                        .unwrap();
+                                    MetadataResponse::header_version(version)
+                                }
+                                ApiKey::InitProducerId => {
+                                    InitProducerIdResponse::default()
+                                        .with_producer_id(7.into())
+                                        .encode(&mut body, version)
+                                        .unwrap();
+                                    InitProducerIdResponse::header_version(version)
+                                }
+                                ApiKey::Produce => {
+                                    count.fetch_add(1, Ordering::Relaxed);
+                                    ProduceResponse::default()
+                                        .with_responses(vec![
+                                            TopicProduceResponse::default()
+                                                .with_name(TopicName(StrBytes::from_static_str(
+                                                    topic,
+                                                )))
+                                                .with_partition_responses(vec![
+                                                    PartitionProduceResponse::default()
+                                                        .with_index(0),
+                                                ]),
+                                        ])
+                                        .encode(&mut body, version)
+                                        .unwrap();
+                                    ProduceResponse::header_version(version)
+                                }
+                                other => panic!("the fake broker does not do {other:?}"),
+                            };
+                            let mut frame = BytesMut::new();
+                            ResponseHeader::default()
+                                .with_correlation_id(header.correlation_id)
+                                .encode(&mut frame, header_version)
+                                .unwrap();
+                            frame.extend_from_slice(&body);
+                            if stream.write_i32(frame.len() as i32).await.is_err()
+                                || stream.write_all(&frame).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            FakeBroker {
+                address,
+                down,
+                produced,
+            }
+        }
+    }
+
+    fn record(id: i64) -> Outgoing {
+        Outgoing {
+            key: Bytes::from_static(b"January"),
+            value: Bytes::from_static(b"report"),
+            timestamp_ms: 0,
+            id,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partition_whose_leader_came_back_retries_without_waiting_for_more_records() {
+        let broker = FakeBroker::start("t").await;
+        let view = Arc::new(ClusterView::new(vec![broker.address.clone()]));
+        let producer = IdempotentProducer::start(&view, "t", 1, BatchOptions::default())
+            .await
+            .unwrap();
+        producer.send(0, record(1)).await.unwrap();
+        let acked = producer.acked().clone();
+        let wait_for = |n: u64| {
+            let acked = acked.clone();
+            async move {
+                while acked.get().0 < n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait_for(1))
+            .await
+            .expect("the first record acknowledged");
+        // The broker goes away under the open connection, and a record is sent into that: its
+        // answer is lost and the reconnect fails. No record comes after it.
+        broker.down.store(true, Ordering::Relaxed);
+        producer.send(0, record(2)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        broker.down.store(false, Ordering::Relaxed);
+        // Back: the batch goes again on the sender's own timer, with no new record to wake it.
+        tokio::time::timeout(Duration::from_secs(60), wait_for(2))
+            .await
+            .expect("the second record acknowledged once the broker is back");
+        assert!(broker.produced.load(Ordering::Relaxed) >= 2);
     }
 }

@@ -47,8 +47,9 @@ pub enum KafkaError {
     #[error("bad broker address {address:?}: expected host:port, as in 127.0.0.1:9092")]
     BadAddress { address: String },
     #[error(
-        "cannot reach a broker at {brokers} ({reason}){}; is it running? `make up` starts one",
-        waited_for(*.waited)
+        "cannot reach a broker at {brokers} ({reason}){}; {}",
+        waited_for(*.waited),
+        reach_hint(brokers)
     )]
     Unreachable {
         brokers: String,
@@ -378,6 +379,20 @@ async fn wait_until_reachable(
     }
 }
 
+/// What to do about an unreachable broker: start one, where it would be on this machine;
+/// otherwise check the address, since `make up` cannot start a remote one.
+fn reach_hint(brokers: &str) -> &'static str {
+    let local = brokers.split(',').map(str::trim).all(|address| {
+        let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+        host == "localhost" || host.starts_with("127.") || host == "[::1]"
+    });
+    if local {
+        "is it running? `make up` starts one"
+    } else {
+        "check the address (--brokers or KAFKA_BROKERS) and that the brokers are up and reachable from here"
+    }
+}
+
 /// " after 12s" for the Unreachable message; nothing for a single try.
 fn waited_for(waited: Duration) -> String {
     if waited.is_zero() {
@@ -411,5 +426,13 @@ mod tests {
             waited.contains("(connection refused) after 12s; "),
             "{waited}"
         );
+    }
+
+    #[test]
+    fn make_up_is_suggested_only_for_a_broker_on_this_machine() {
+        assert!(reach_hint("127.0.0.1:9092,localhost:9094").contains("make up"));
+        let remote = reach_hint("kafka-1.example.com:9092");
+        assert!(!remote.contains("make up") && remote.contains("KAFKA_BROKERS"));
+        assert!(!reach_hint("127.0.0.1:9092,10.0.0.5:9092").contains("make up"));
     }
 }
