@@ -39,6 +39,9 @@ pub use fetch::{Fetched, FetchedRecord, Partition, is_offset_out_of_range};
 pub use rskafka::client::error::Error as ClientError;
 pub use rskafka::client::error::ProtocolError;
 
+/// How long a topic just created may take to be listed with a leader for every partition.
+const TOPIC_APPEARS: Duration = Duration::from_secs(30);
+
 /// How long one request may keep retrying inside rskafka before we see the error.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -285,13 +288,25 @@ impl Cluster {
                 "created topic {topic} ({partitions} partitions, replication factor {replication_factor}, min.insync.replicas {min_insync})"
             );
         }
-        // Another client may have made it meanwhile with another shape: ask again.
-        self.partition_count(topic)
-            .await?
-            .ok_or_else(|| KafkaError::NoTopic {
-                topic: topic.into(),
-                brokers: self.brokers.clone(),
-            })
+        // Kafka's brokers learn of a new topic from the controller a moment after it answers,
+        // so the first look may not see it, or see partitions without a leader yet. Another
+        // client may also have made it meanwhile with another shape: its count is what counts.
+        let mut backoff = Backoff::default();
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.describe(topic).await? {
+                Some(info) if info.partitions.values().all(|p| p.leader.is_some()) => {
+                    return Ok(info.partitions.len() as i32);
+                }
+                _ if started.elapsed() > TOPIC_APPEARS => {
+                    return Err(KafkaError::NoTopic {
+                        topic: topic.into(),
+                        brokers: self.brokers.clone(),
+                    });
+                }
+                _ => tokio::time::sleep(backoff.next_delay()).await,
+            }
+        }
     }
 
     /// Deletes `topic` if it exists, and waits until the cluster no longer lists it, so that
