@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,131 +13,17 @@ use std::time::{Duration, Instant};
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
-use support::topic::{consecutive, topic_days};
+use support::exactly_once::{assert_counted_exactly_once, assert_counted_exactly_once_with};
+use support::topic::{ends, topic_days, topic_records};
 use support::{Broker, GUARD, KillOnDrop, Logged, folder_bytes, kill, run_ok, runtime, wait_for};
 use time::macros::date;
-use time::{Date, Month};
 use weather_stream::checkpoint::{self, PartitionFile};
-use weather_stream::kafka::partitioner::partition_for;
-use weather_stream::report::month_name;
 use weather_stream::weather::Weather;
 
 const TOPIC: &str = "temperatures";
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temporary path")
-}
-
-/// The seed of a randomised test: `FAULTS_SEED` to replay a failure, else a fresh one.
-fn seed() -> u64 {
-    let seed = std::env::var("FAULTS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    println!("seed {seed} (replay with FAULTS_SEED={seed})");
-    seed
-}
-
-/// The proof every surviving run must pass:
-/// - the topic holds `days` consecutive days from `first`, each exactly once (but for the
-///   days a test wrote again on purpose, `replayed`);
-/// - `weather verify` passes on the state folder;
-/// - every (partition, month, year) in the files has the generator's count and, bit for bit,
-///   its sum over those days, nothing else is in the files, and each file's offset is its
-///   partition's end.
-fn assert_counted_exactly_once(
-    broker: &Broker,
-    state: &Path,
-    first: Date,
-    days: usize,
-    replayed: &[Date],
-) {
-    let topic = topic_days(&broker.cluster());
-    let mut in_topic: Vec<Date> = topic
-        .values()
-        .flat_map(|p| p.days.iter().map(|d| d.date))
-        .collect();
-    in_topic.sort();
-    let expected_dates = consecutive(first, days);
-    let unique: BTreeSet<Date> = in_topic.iter().copied().collect();
-    let missing: Vec<&Date> = expected_dates
-        .iter()
-        .filter(|d| !unique.contains(d))
-        .collect();
-    assert!(
-        missing.is_empty() && unique.len() == days,
-        "the topic lacks {} of {days} days from {first} (first missing: {:?}) or holds others",
-        missing.len(),
-        missing.first()
-    );
-    // Doubles in the topic are the producer's fault; the consumer side is checked first,
-    // so a failure says which side broke.
-    let mut doubled: Vec<Date> = in_topic
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
-    for replay in replayed {
-        let at = doubled.iter().position(|d| d == replay);
-        assert!(
-            at.is_some(),
-            "the replayed day {replay} is not in the topic twice"
-        );
-        doubled.remove(at.unwrap_or_default());
-    }
-
-    let verify = run_ok(
-        broker
-            .weather()
-            .args(["verify", "--state-dir", path_str(state)]),
-    );
-    let stdout = String::from_utf8_lossy(&verify.stdout);
-
-    let partitions = topic.len() as i32;
-    let weather = Weather::new(1);
-    let mut expected: BTreeMap<(i32, Month, i32), (u64, f64)> = BTreeMap::new();
-    for date in expected_dates {
-        let partition = partition_for(month_name(date.month()).as_bytes(), partitions);
-        let entry = expected
-            .entry((partition, date.month(), date.year()))
-            .or_default();
-        entry.0 += 1;
-        entry.1 += weather.degrees(date);
-    }
-    let mut found: BTreeMap<(i32, Month, i32), (u64, f64)> = BTreeMap::new();
-    let files = checkpoint::load_all(state).expect("partition files load");
-    for c in &files {
-        assert_eq!(
-            c.offset, topic[&c.partition].end,
-            "partition {}",
-            c.partition
-        );
-        for (month, years) in &c.stats.months {
-            for (year, m) in years {
-                found.insert((c.partition, *month, *year), (m.count, m.sum));
-            }
-        }
-    }
-    let with_days: BTreeSet<i32> = expected.keys().map(|k| k.0).collect();
-    assert_eq!(
-        files.iter().map(|c| c.partition).collect::<BTreeSet<_>>(),
-        with_days,
-        "a file for every partition with days"
-    );
-    assert_eq!(stdout.matches(": ok,").count(), with_days.len(), "{stdout}");
-    assert_eq!(found.len(), expected.len(), "months in the files");
-    for (key, (count, sum)) in &expected {
-        let (got_count, got_sum) = found[key];
-        assert_eq!(got_count, *count, "count of {key:?}");
-        assert_eq!(got_sum.to_bits(), sum.to_bits(), "sum of {key:?}");
-    }
-    let total: u64 = found.values().map(|v| v.0).sum();
-    assert_eq!(total, days as u64);
-    assert!(
-        doubled.is_empty(),
-        "the consumer counted each day once, but the topic holds {} day(s) twice: {doubled:?}",
-        doubled.len()
-    );
 }
 
 fn offsets(state: &Path) -> BTreeMap<i32, i64> {
@@ -159,7 +45,7 @@ fn any_tmp(state: &Path) -> bool {
 #[test]
 fn a_consumer_sigkilled_at_random_moments_counts_every_day_once() {
     const KILLS: usize = 24;
-    let mut rng = fastrand::Rng::with_seed(seed());
+    let mut rng = fastrand::Rng::with_seed(support::seed());
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let state_dir = path_str(state.path());
@@ -233,7 +119,7 @@ fn a_consumer_sigkilled_at_random_moments_counts_every_day_once() {
         "--state-dir",
         state_dir,
     ]));
-    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 2000, &[]);
+    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 2000);
 }
 
 #[test]
@@ -270,9 +156,8 @@ fn a_broker_restart_under_a_running_producer_and_consumer_loses_and_doubles_noth
     broker.restart();
 
     producer.wait_ok("the producer to finish after the restart");
-    let ends: BTreeMap<i32, i64> = topic_days(&broker.cluster())
+    let ends: BTreeMap<i32, i64> = ends(&broker.cluster())
         .into_iter()
-        .map(|(id, p)| (id, p.end))
         .filter(|(_, end)| *end > 0)
         .collect();
     wait_for("the consumer to reach the end", GUARD, || {
@@ -281,7 +166,7 @@ fn a_broker_restart_under_a_running_producer_and_consumer_loses_and_doubles_noth
     consumer.interrupt();
     consumer.wait_ok("the consumer to stop on Ctrl-C");
 
-    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 1000, &[]);
+    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 1000);
     for (name, program) in [("consumer", &consumer), ("producer", &producer)] {
         let stderr = program.printed();
         let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
@@ -363,7 +248,7 @@ fn a_broker_down_at_start_is_waited_for_and_given_up_on_in_one_line() {
         "--state-dir",
         state_dir,
     ]));
-    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 100, &[]);
+    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 100);
 
     // Giving up: the waiting line, then one error line, and the files as they were.
     let before = folder_bytes(state.path());
@@ -498,7 +383,7 @@ fn broken_state_files_stop_the_consumer_in_one_line_and_stay_byte_for_byte() {
         "--state-dir",
         state_dir,
     ]));
-    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 120, &[]);
+    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 120);
 }
 
 #[test]
@@ -559,7 +444,7 @@ fn a_file_from_before_the_topic_was_recreated_is_refused_and_kept() {
         assert_eq!(std::fs::read(backup).unwrap(), before[name]);
         std::fs::remove_file(state.path().join(format!("{name}.bak"))).unwrap();
     }
-    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 10, &[]);
+    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 10);
 }
 
 #[test]
@@ -607,7 +492,7 @@ fn a_leftover_tmp_from_a_crash_is_named_and_removed_and_the_file_kept() {
         !stderr.contains("WARN") && !stderr.contains("ERROR"),
         "{stderr}"
     );
-    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 200, &[]);
+    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 200);
 }
 
 /// Makes `dir` unwritable for the consumer about to run, and returns how to run it.
@@ -679,7 +564,7 @@ fn a_read_only_state_folder_stops_the_consumer_in_one_line_before_reading() {
         "--state-dir",
         state_dir,
     ]));
-    assert_counted_exactly_once(&broker, &state, date!(2000 - 01 - 01), 200, &[]);
+    assert_counted_exactly_once(&broker, &state, date!(2000 - 01 - 01), 200);
 }
 
 #[test]
@@ -763,13 +648,14 @@ fn records_that_are_not_reports_are_counted_warned_about_skipped_and_passed() {
         "{stderr}"
     );
     let file = PartitionFile::new(state.path(), 2).load().unwrap().unwrap();
-    assert_eq!(file.offset, topic_days(&cluster)[&2].end);
-    assert_counted_exactly_once(
+    assert_eq!(file.offset, topic_records(&cluster)[&2].end);
+    assert_counted_exactly_once_with(
         &broker,
         state.path(),
         date!(2000 - 01 - 01),
         400,
         &[date!(2000 - 01 - 05)],
+        5,
     );
 }
 

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 pub mod broker;
+pub mod exactly_once;
 pub mod proxy;
 pub mod topic;
 
@@ -18,6 +19,16 @@ pub use broker::{Broker, Kind};
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     broker::free_ports(1)[0]
+}
+
+/// The seed of a randomised test: `FAULTS_SEED` to replay a failure, else a fresh one.
+pub fn seed() -> u64 {
+    let seed = std::env::var("FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("seed {seed} (replay with FAULTS_SEED={seed})");
+    seed
 }
 
 impl Broker {
