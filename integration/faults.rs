@@ -8,14 +8,14 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
 use support::exactly_once::{assert_counted_exactly_once, assert_counted_exactly_once_with};
 use support::topic::{ends, topic_days, topic_records};
-use support::{Broker, GUARD, KillOnDrop, Logged, folder_bytes, kill, run_ok, runtime, wait_for};
+use support::{Broker, GUARD, HELD, HOLD_SAVE, Logged, folder_bytes, run_ok, runtime, wait_for};
 use time::macros::date;
 use weather_stream::checkpoint::{self, PartitionFile};
 use weather_stream::weather::Weather;
@@ -49,50 +49,60 @@ fn a_consumer_sigkilled_at_random_moments_counts_every_day_once() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let state_dir = path_str(state.path());
+    let logs = tempfile::tempdir().unwrap();
     run_ok(
         broker
             .weather()
             .args(["produce", "--count", "300", "--delay-ms", "0", "--reset"]),
     );
-    // One day per batch while the consumer is killed over and over: its small fetches
-    // make many checkpoints, so kills land in fetches, in applies and in file replaces.
+    // One day per batch, through every round: each life of the consumer has new days to
+    // count, and its small fetches make many checkpoints, so kills land in fetches, in
+    // applies and in saves.
     let mut producer = Logged::spawn(
-        broker
-            .weather()
-            .args(["produce", "--count", "1700", "--delay-ms", "2"]),
-        state.path().with_extension("producer.log"),
+        broker.weather().args(["produce", "--delay-ms", "5"]),
+        logs.path().join("producer.log"),
     );
 
     let mut progress = offsets(state.path());
-    let mut mid_replace = 0;
     for round in 0..KILLS {
-        let mut consumer = KillOnDrop::spawn(
-            broker
-                .weather()
-                .args(["consume", "0,1,2,3", "--fetch-bytes", "300"])
-                .args(["--state-dir", state_dir])
-                .stderr(Stdio::null()),
-        );
-        let at_a_save = !rng.bool();
-        if !at_a_save {
-            std::thread::sleep(Duration::from_millis(rng.u64(20..600)));
-        } else {
-            // Kill as soon as a save is under way: once this life has saved something (its
-            // start-up is past), at the first change to the folder after that.
-            let started = Instant::now();
-            let limit = Duration::from_secs(10);
-            while offsets(state.path()) == progress && started.elapsed() < limit {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let saved = folder_bytes(state.path());
-            while folder_bytes(state.path()) == saved && started.elapsed() < limit {
-                std::thread::sleep(Duration::from_micros(rng.u64(20..200)));
-            }
+        // Every other life is held inside its Nth save (its .tmp written and fsynced, not yet
+        // renamed) and killed there; the others die at a random moment.
+        let hold_at = (round % 2 == 1).then(|| rng.u64(1..=12));
+        let mut command = broker.weather();
+        command
+            .args(["consume", "0,1,2,3", "--fetch-bytes", "300"])
+            .args(["--state-dir", state_dir]);
+        if let Some(n) = hold_at {
+            command.env(HOLD_SAVE, n.to_string());
         }
-        kill(&mut consumer);
-        println!("round {round}: {:?}", offsets(state.path()));
-        if at_a_save && any_tmp(state.path()) {
-            mid_replace += 1;
+        let mut consumer = Logged::spawn(
+            &mut command,
+            logs.path().join(format!("consumer-{round}.log")),
+        );
+        match hold_at {
+            Some(n) => wait_for(
+                &format!("round {round}: save {n} to be held"),
+                GUARD,
+                || consumer.printed().contains(HELD),
+            ),
+            None => std::thread::sleep(Duration::from_millis(rng.u64(20..600))),
+        }
+        assert!(
+            producer.is_running(),
+            "round {round}: the producer stopped before the kill:\n{}",
+            producer.printed()
+        );
+        consumer.kill();
+        println!(
+            "round {round} (held at save {hold_at:?}): {:?}",
+            offsets(state.path())
+        );
+        if hold_at.is_some() {
+            assert!(
+                any_tmp(state.path()),
+                "round {round}: killed inside a save, yet no .tmp is left:\n{}",
+                consumer.printed()
+            );
         }
         // Whatever the moment, every file is whole and no partition went backwards.
         let now = offsets(state.path());
@@ -105,21 +115,16 @@ fn a_consumer_sigkilled_at_random_moments_counts_every_day_once() {
         }
         progress = now;
     }
-    println!("{KILLS} kills, {mid_replace} inside a save (between its .tmp and the rename)");
-    assert!(
-        mid_replace > 0,
-        "no kill landed inside a save; replay with the seed above"
-    );
 
-    producer.wait_ok("the producer");
-    run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
-    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 2000);
+    producer.interrupt();
+    producer.wait_ok("the producer to stop on Ctrl-C");
+    let days = topic_days(&broker.cluster())
+        .values()
+        .map(|p| p.days.len())
+        .sum();
+    println!("{KILLS} kills, half of them inside a save, while the producer wrote {days} days");
+    broker.catch_up("0,1,2,3", state.path());
+    assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), days);
 }
 
 #[test]

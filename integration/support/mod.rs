@@ -31,6 +31,11 @@ pub fn seed() -> u64 {
     seed
 }
 
+/// Set on a `weather consume` to hold its Nth save between the written `.tmp` and the
+/// rename until it is killed (`checkpoint`'s test-only hook); it logs `HELD` when it holds.
+pub const HOLD_SAVE: &str = "WEATHER_TEST_HOLD_SAVE";
+pub const HELD: &str = "save held before its rename";
+
 impl Broker {
     /// `weather produce --count DAYS --delay-ms 0`, run to completion.
     pub fn produce(&self, days: u64) -> Output {
@@ -126,6 +131,11 @@ impl Logged {
         });
         let status = status.expect("exited");
         assert!(status.success(), "{what}: {status}\n{}", self.printed());
+    }
+
+    /// SIGKILLs it and reaps it: no chance to finish a save or say anything.
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
     }
 
     /// Sends SIGINT, as Ctrl-C would.
