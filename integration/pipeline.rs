@@ -5,20 +5,20 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
-use support::topic::{all_dates, consecutive};
-use support::{Broker, KillOnDrop, folder_bytes, kill, run_ok, runtime, wait_for};
+use support::exactly_once::assert_counted_exactly_once;
+use support::topic::{all_dates, consecutive, ends};
+use support::{
+    Broker, GUARD, HELD, HOLD_SAVE, KillOnDrop, Logged, folder_bytes, run_ok, runtime, wait_for,
+};
 use time::macros::date;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile};
 use weather_stream::kafka::partitioner::partition_for;
 use weather_stream::report::month_name;
 use weather_stream::weather::Weather;
-
-const GUARD: Duration = Duration::from_secs(120);
 
 fn merged_checkpoints(dir: &Path) -> Vec<Checkpoint> {
     checkpoint::load_all(dir).expect("partition files load")
@@ -106,72 +106,52 @@ fn ten_years_flow_through_to_verified_statistics_and_a_plot() {
 }
 
 #[test]
-fn a_consumer_killed_and_restarted_ends_identical_to_one_uninterrupted_run() {
+fn a_consumer_killed_mid_catch_up_ends_identical_to_one_uninterrupted_run() {
     let broker = Broker::start();
     let interrupted = tempfile::tempdir().unwrap();
     let straight = tempfile::tempdir().unwrap();
-    let dir = |t: &tempfile::TempDir| t.path().to_str().unwrap().to_string();
+    let logs = tempfile::tempdir().unwrap();
+    broker.produce(1000);
+    broker.catch_up("0,1,2,3", interrupted.path());
 
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "1000", "--delay-ms", "0", "--reset"]),
-    );
-    run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        &dir(&interrupted),
-    ]));
-
-    // Three rounds: more days arrive, a consumer runs until it has saved progress, SIGKILL.
+    // Three rounds: more days arrive, one a batch, and a consumer reading a few at a time
+    // (so a catch-up is many saves) is killed inside its Nth save.
     for round in 0..3 {
         run_ok(
             broker
                 .weather()
-                .args(["produce", "--count", "900", "--delay-ms", "0"]),
+                .args(["produce", "--count", "900", "--delay-ms", "1"]),
         );
-        let before = merged_checkpoints(interrupted.path());
-        let mut child = KillOnDrop::spawn(
+        let before = offsets(interrupted.path());
+        let ends = ends(&broker.cluster());
+        let hold_at = round + 2;
+        let mut consumer = Logged::spawn(
             broker
                 .weather()
-                .args([
-                    "consume",
-                    "0",
-                    "1",
-                    "2",
-                    "3",
-                    "--state-dir",
-                    &dir(&interrupted),
-                ])
-                .stderr(Stdio::null()),
+                .args(["consume", "0,1,2,3", "--fetch-bytes", "300", "--state-dir"])
+                .arg(interrupted.path())
+                .env(HOLD_SAVE, hold_at.to_string()),
+            logs.path().join(format!("consumer-{round}.log")),
         );
-        wait_for(&format!("progress in round {round}"), GUARD, || {
-            merged_checkpoints(interrupted.path()) != before
-        });
-        kill(&mut child);
+        wait_for(
+            &format!("round {round}: save {hold_at} held"),
+            GUARD,
+            || consumer.printed().contains(HELD) || offsets(interrupted.path()) == ends,
+        );
+        consumer.kill();
+        // Some partition's file moved on, but not to its end: killed in the middle of it.
+        let after = offsets(interrupted.path());
+        println!(
+            "round {round}: offsets {before:?} before, {after:?} after the kill, ends {ends:?}"
+        );
+        assert!(
+            ends.iter()
+                .any(|(p, end)| before[p] < after[p] && after[p] < *end),
+            "round {round}: the kill did not land mid-catch-up: offsets {before:?} before, {after:?} after, ends {ends:?}"
+        );
     }
-    run_ok(broker.weather().args([
-        "consume",
-        "0",
-        "1",
-        "2",
-        "3",
-        "--until-caught-up",
-        "--state-dir",
-        &dir(&interrupted),
-    ]));
-    run_ok(broker.weather().args([
-        "consume",
-        "0",
-        "1",
-        "2",
-        "3",
-        "--until-caught-up",
-        "--state-dir",
-        &dir(&straight),
-    ]));
+    broker.catch_up("0,1,2,3", interrupted.path());
+    broker.catch_up("0,1,2,3", straight.path());
 
     let a = folder_bytes(interrupted.path());
     let b = folder_bytes(straight.path());
@@ -179,22 +159,15 @@ fn a_consumer_killed_and_restarted_ends_identical_to_one_uninterrupted_run() {
     for (name, bytes) in &a {
         assert!(bytes == &b[name], "{name} differs after interruptions");
     }
-    let total: u64 = merged_checkpoints(interrupted.path())
+    assert_counted_exactly_once(&broker, interrupted.path(), date!(2000 - 01 - 01), 3700);
+}
+
+/// Each partition file's offset.
+fn offsets(dir: &Path) -> BTreeMap<i32, i64> {
+    merged_checkpoints(dir)
         .iter()
-        .flat_map(|c| {
-            c.stats
-                .months
-                .values()
-                .flat_map(|y| y.values().map(|m| m.count))
-                .collect::<Vec<_>>()
-        })
-        .sum();
-    assert_eq!(total, 1000 + 3 * 900);
-    run_ok(
-        broker
-            .weather()
-            .args(["verify", "--state-dir", &dir(&interrupted)]),
-    );
+        .map(|c| (c.partition, c.offset))
+        .collect()
 }
 
 #[test]
