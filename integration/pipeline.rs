@@ -4,15 +4,12 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
 use support::exactly_once::assert_counted_exactly_once;
 use support::topic::{all_dates, consecutive, ends};
-use support::{
-    Broker, GUARD, HELD, HOLD_SAVE, KillOnDrop, Logged, folder_bytes, run_ok, runtime, wait_for,
-};
+use support::{Broker, GUARD, HELD, HOLD_SAVE, Logged, folder_bytes, run_ok, runtime, wait_for};
 use time::macros::date;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile};
@@ -290,43 +287,58 @@ fn verify_finds_a_file_that_disagrees_with_the_topic() {
 fn a_paced_producer_and_a_running_consumer_stop_cleanly_on_ctrl_c() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let state_dir = state.path().to_str().unwrap();
-    // The paced path: one day per round with a pause between.
-    run_ok(broker.weather().args([
-        "produce",
-        "--count",
-        "5",
-        "--delay-ms",
-        "20",
-        "--reset",
-        "--start",
-        "2000-03-01",
-    ]));
-    assert_eq!(
-        all_dates(&broker.cluster()),
-        consecutive(date!(2000 - 03 - 01), 5)
+    let logs = tempfile::tempdir().unwrap();
+    // The paced path, one day per round with a pause between, until Ctrl-C.
+    let mut producer = Logged::spawn(
+        broker.weather().args([
+            "produce",
+            "--delay-ms",
+            "20",
+            "--reset",
+            "--start",
+            "2000-03-01",
+        ]),
+        logs.path().join("producer.log"),
     );
+    let cluster = broker.cluster();
+    wait_for("ten days in the topic", GUARD, || {
+        ends(&cluster).values().sum::<i64>() >= 10
+    });
+    producer.interrupt();
+    producer.wait_ok("the producer to stop on Ctrl-C");
+    // Every day handed out before the stop was acknowledged: the topic holds the days from
+    // the start, each once, and the last line counts them.
+    let dates = all_dates(&cluster);
+    assert_eq!(dates, consecutive(date!(2000 - 03 - 01), dates.len()));
+    let said = producer.printed();
+    let last = dates.last().expect("days in the topic");
+    assert!(
+        said.contains(&format!("sent {} days, up to {last}", dates.len())),
+        "{said}"
+    );
+    assert!(!said.contains("WARN") && !said.contains("ERROR"), "{said}");
 
-    let consumer = KillOnDrop::spawn(
+    let mut consumer = Logged::spawn(
         broker
             .weather()
-            .args(["consume", "0", "--state-dir", state_dir])
-            .stderr(Stdio::piped()),
+            .args(["consume", "0,1,2,3", "--state-dir"])
+            .arg(state.path()),
+        logs.path().join("consumer.log"),
     );
-    let file = PartitionFile::new(state.path(), 0);
-    wait_for("the consumer's first checkpoint", GUARD, || {
-        file.load().ok().flatten().is_some_and(|c| c.offset == 5)
+    let ends = ends(&cluster);
+    let with_days: BTreeMap<i32, i64> = ends.clone().into_iter().filter(|e| e.1 > 0).collect();
+    wait_for("the consumer to reach the end", GUARD, || {
+        offsets(state.path()) == with_days
     });
-    let status = Command::new("kill")
-        .args(["-INT", &consumer.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = consumer.into_child().wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("partition 0: stopped at offset 5 (5 counted"),
-        "{stderr}"
-    );
+    consumer.interrupt();
+    consumer.wait_ok("the consumer to stop on Ctrl-C");
+    let said = consumer.printed();
+    for (partition, end) in ends {
+        assert!(
+            said.contains(&format!(
+                "partition {partition}: stopped at offset {end} ({end} counted"
+            )),
+            "{said}"
+        );
+    }
 }
