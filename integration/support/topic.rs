@@ -91,6 +91,42 @@ pub fn ends(cluster: &Cluster) -> BTreeMap<i32, i64> {
     })
 }
 
+/// The number of records in the topic, over connections kept open, so a test can poll it
+/// often while a producer runs flat out.
+pub struct Growth {
+    runtime: tokio::runtime::Runtime,
+    partitions: Vec<weather_stream::kafka::Partition>,
+}
+
+impl Growth {
+    pub fn new(cluster: &Cluster) -> Growth {
+        let runtime = runtime();
+        let partitions = runtime.block_on(async {
+            let count = cluster.require_topic("temperatures").await.unwrap();
+            let mut partitions = Vec::new();
+            for id in 0..count {
+                partitions.push(cluster.partition("temperatures", id).await.unwrap());
+            }
+            partitions
+        });
+        Growth {
+            runtime,
+            partitions,
+        }
+    }
+
+    /// Records in the topic now: the sum of the partitions' end offsets.
+    pub fn records(&self) -> i64 {
+        self.runtime.block_on(async {
+            let mut total = 0;
+            for partition in &self.partitions {
+                total += partition.offsets().await.unwrap().1;
+            }
+            total
+        })
+    }
+}
+
 /// All dates in the topic, sorted, with duplicates kept.
 pub fn all_dates(cluster: &Cluster) -> Vec<Date> {
     let mut dates: Vec<Date> = topic_days(cluster)
