@@ -118,6 +118,11 @@ impl Logged {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Its exit status, once it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }
