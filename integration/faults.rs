@@ -246,13 +246,7 @@ fn a_broker_down_at_start_is_waited_for_and_given_up_on_in_one_line() {
         assert!(stderr.contains("is up"), "{stderr}");
     }
     // The consumer caught up with what was there when it started; a second run takes the rest.
-    run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    broker.catch_up("0,1,2,3", Path::new(state_dir));
     assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 100);
 
     // Giving up: the waiting line, then one error line, and the files as they were.
@@ -381,13 +375,7 @@ fn broken_state_files_stop_the_consumer_in_one_line_and_stay_byte_for_byte() {
         last_case
     );
     std::fs::remove_file(state.path().join("partition-0.json.bak")).unwrap();
-    run_ok(broker.weather().args([
-        "consume",
-        "1",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    broker.catch_up("1", Path::new(state_dir));
     assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 120);
 }
 
@@ -401,13 +389,7 @@ fn a_file_from_before_the_topic_was_recreated_is_refused_and_kept() {
             .weather()
             .args(["produce", "--count", "400", "--delay-ms", "0", "--reset"]),
     );
-    run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    broker.catch_up("0,1,2,3", Path::new(state_dir));
     let before = folder_bytes(state.path());
     run_ok(
         broker
@@ -462,31 +444,15 @@ fn a_leftover_tmp_from_a_crash_is_named_and_removed_and_the_file_kept() {
             .weather()
             .args(["produce", "--count", "100", "--delay-ms", "0", "--reset"]),
     );
-    run_ok(broker.weather().args([
-        "consume",
-        "0",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "100", "--delay-ms", "0"]),
-    );
+    broker.catch_up("0", Path::new(state_dir));
+    broker.produce(100);
     // A save of partition 0 cut short after its .tmp was written, and partition 2's very
     // first save cut short before any rename: there is a .tmp but no file.
     let tmp0 = state.path().join("partition-0.json.tmp");
     let tmp2 = state.path().join("partition-2.json.tmp");
     std::fs::write(&tmp0, "{\"partition\": 0, \"offset\": 99999, \"Mar").unwrap();
     std::fs::write(&tmp2, "").unwrap();
-    let output = run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    let output = broker.catch_up("0,1,2,3", Path::new(state_dir));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for tmp in [&tmp0, &tmp2] {
         let line = format!("{} is left over from an interrupted save", tmp.display());
@@ -532,18 +498,8 @@ fn a_read_only_state_folder_stops_the_consumer_in_one_line_before_reading() {
             .weather()
             .args(["produce", "--count", "100", "--delay-ms", "0", "--reset"]),
     );
-    run_ok(broker.weather().args([
-        "consume",
-        "0",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "100", "--delay-ms", "0"]),
-    );
+    broker.catch_up("0", Path::new(state_dir));
+    broker.produce(100);
     let before = folder_bytes(&state);
 
     let mut command = read_only_for_the_consumer(&state, broker.weather());
@@ -562,13 +518,7 @@ fn a_read_only_state_folder_stops_the_consumer_in_one_line_before_reading() {
 
     // Writable again, the same consumer carries on from the file.
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
-    run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    broker.catch_up("0,1,2,3", Path::new(state_dir));
     assert_counted_exactly_once(&broker, &state, date!(2000 - 01 - 01), 200);
 }
 
@@ -612,19 +562,9 @@ fn records_that_are_not_reports_are_counted_warned_about_skipped_and_passed() {
             .await
             .unwrap();
     });
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "341", "--delay-ms", "0"]),
-    );
+    broker.produce(341);
 
-    let output = run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    let output = broker.catch_up("0,1,2,3", Path::new(state_dir));
     let stderr = String::from_utf8_lossy(&output.stderr);
     let warnings: Vec<&str> = stderr
         .lines()

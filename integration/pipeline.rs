@@ -31,16 +31,7 @@ fn ten_years_flow_through_to_verified_statistics_and_a_plot() {
             .weather()
             .args(["produce", "--count", "3650", "--delay-ms", "0", "--reset"]),
     );
-    run_ok(broker.weather().args([
-        "consume",
-        "0",
-        "1",
-        "2",
-        "3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    broker.catch_up("0,1,2,3", Path::new(state_dir));
 
     // Every (month, year) holds exactly its calendar days, on the partition murmur2 picks,
     // with the sum of the generator's own values in date order.
@@ -175,11 +166,7 @@ fn the_producer_resumes_after_the_last_day_and_fills_a_hole_left_by_a_crash() {
             .weather()
             .args(["produce", "--count", "100", "--delay-ms", "0", "--reset"]),
     );
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "50", "--delay-ms", "0"]),
-    );
+    broker.produce(50);
     let cluster = broker.cluster();
     assert_eq!(all_dates(&cluster), consecutive(date!(2000 - 01 - 01), 150));
 
@@ -206,11 +193,7 @@ fn the_producer_resumes_after_the_last_day_and_fills_a_hole_left_by_a_crash() {
     });
     let mut dates = all_dates(&cluster);
     assert!(!dates.contains(&date!(2000 - 02 - 29)));
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "30", "--delay-ms", "0"]),
-    );
+    broker.produce(30);
     dates = all_dates(&cluster);
     // February 29 was filled in, March went on from the 11th, nothing twice.
     assert_eq!(dates, consecutive(date!(2000 - 01 - 01), 59 + 1 + 10 + 29));
@@ -229,11 +212,7 @@ fn the_producer_resumes_after_the_last_day_and_fills_a_hole_left_by_a_crash() {
         "--start",
         "2000-03-01",
     ]));
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "20", "--delay-ms", "0"]),
-    );
+    broker.produce(20);
     assert_eq!(all_dates(&cluster), consecutive(date!(2000 - 03 - 01), 40));
 }
 
@@ -247,13 +226,7 @@ fn verify_finds_a_file_that_disagrees_with_the_topic() {
             .weather()
             .args(["produce", "--count", "90", "--delay-ms", "0", "--reset"]),
     );
-    run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    broker.catch_up("0,1,2,3", Path::new(state_dir));
     // Count one January day twice, as a consumer without the exactly-once rules might.
     let file = PartitionFile::new(state.path(), 2);
     let mut c = file.load().unwrap().unwrap();
