@@ -77,7 +77,7 @@ test: test-tansu test-kafka
 
 test-unit:
 	cargo test --lib --bins --quiet
-	cargo test --test docker --quiet
+	cargo test --test docker --test properties --quiet
 
 test-tansu: test-unit
 	@scripts/broker.sh install

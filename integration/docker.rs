@@ -1,7 +1,9 @@
-//! The Docker files agree with the project: docker/compose.yml, docker/compose.cluster.yml and
-//! docker/Dockerfile against the `weather` command line, Cargo.toml and the Makefile. No Docker
-//! engine is needed: the files are parsed, and `make up BROKER=...` runs against a stand-in
-//! `docker` that records what it was asked to do.
+//! docker/ agrees with the rest of the project, where the two can drift apart: the services'
+//! command lines with the real `weather` CLI, the Kafka version and listeners with what the
+//! suite runs and what `make` and the CLI dial, the Dockerfile with Cargo.toml, and
+//! `make up|down BROKER=docker|docker-cluster` with the compose files, driven against a
+//! stand-in `docker` that records what it is asked. No Docker engine is needed. What only a
+//! Docker engine can check (that Kafka starts from these settings) is left to one.
 
 mod support;
 
@@ -17,6 +19,8 @@ use yaml_rust2::{Yaml, YamlLoader};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SINGLE: &str = "docker/compose.yml";
 const CLUSTER: &str = "docker/compose.cluster.yml";
+/// Each compose file with the `make up BROKER=...` name that starts its brokers.
+const FILES: [(&str, &str); 2] = [(SINGLE, "docker"), (CLUSTER, "docker-cluster")];
 
 fn read(relative: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(relative))
@@ -105,120 +109,57 @@ fn weather_services(file: &Value) -> Vec<(&String, &Value)> {
         .collect()
 }
 
-/// `NAME://HOST:PORT,...` as NAME → (HOST, PORT); an empty host listens on every interface.
-fn listeners(value: &str) -> BTreeMap<String, (String, u16)> {
-    value
-        .split(',')
-        .map(|entry| {
-            let (name, address) = entry
-                .split_once("://")
-                .unwrap_or_else(|| panic!("listener {entry:?} is not NAME://HOST:PORT"));
-            let (host, port) = address
-                .rsplit_once(':')
-                .unwrap_or_else(|| panic!("listener {entry:?} has no port"));
-            let port = port
-                .parse()
-                .unwrap_or_else(|_| panic!("listener {entry:?} has no numeric port"));
-            (name.to_string(), (host.to_string(), port))
-        })
-        .collect()
-}
-
-/// One Kafka service's listeners, checked against each other.
-struct Broker {
-    node_id: String,
-    /// Where containers on the compose network reach it.
+/// Where one Kafka service is reached: by containers on the compose network (the listener it
+/// advertises under its service name), and by programs on the host (the one on 127.0.0.1).
+struct Reached {
     internal: String,
-    /// Where programs on the host reach it, and the `ports:` entry that makes it so.
     host: String,
-    controller_port: u16,
 }
 
-fn broker(name: &str, service: &Value) -> Broker {
-    let env = &service["environment"];
-    let get = |key: &str| text(&env[key], &format!("{name}: {key}")).to_string();
-    let roles: BTreeSet<String> = get("KAFKA_PROCESS_ROLES")
-        .split(',')
-        .map(String::from)
-        .collect();
-    assert!(
-        roles.contains("broker") && roles.contains("controller"),
-        "{name}: KRaft combined mode needs KAFKA_PROCESS_ROLES broker,controller, found {roles:?}"
+fn reached(name: &str, service: &Value) -> Reached {
+    let advertised = text(
+        &service["environment"]["KAFKA_ADVERTISED_LISTENERS"],
+        &format!("{name}: KAFKA_ADVERTISED_LISTENERS"),
     );
-    let bound = listeners(&get("KAFKA_LISTENERS"));
-    let advertised = listeners(&get("KAFKA_ADVERTISED_LISTENERS"));
-    let protocols: BTreeMap<&str, &str> = env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
-        .as_str()
-        .unwrap_or_default()
+    let addresses: Vec<&str> = advertised
         .split(',')
-        .filter_map(|pair| pair.split_once(':'))
-        .collect();
-    for name_bound in bound.keys() {
-        assert!(
-            protocols.contains_key(name_bound.as_str()),
-            "{name}: listener {name_bound} has no entry in KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"
-        );
-    }
-    for (listener, (_, port)) in &advertised {
-        let bound_port = bound.get(listener).map(|(_, p)| *p);
-        assert_eq!(
-            bound_port,
-            Some(*port),
-            "{name}: advertised listener {listener} is on port {port} but KAFKA_LISTENERS binds it on {bound_port:?}"
-        );
-    }
-    let controller = get("KAFKA_CONTROLLER_LISTENER_NAMES");
-    let controller_port = bound
-        .get(&controller)
-        .unwrap_or_else(|| panic!("{name}: controller listener {controller} is not bound"))
-        .1;
-    let inter_broker = get("KAFKA_INTER_BROKER_LISTENER_NAME");
-    let (internal_host, internal_port) = advertised.get(&inter_broker).unwrap_or_else(|| {
-        panic!("{name}: inter-broker listener {inter_broker} is not advertised")
-    });
-    assert_eq!(
-        internal_host, name,
-        "{name}: the container listener must be advertised under the service name"
-    );
-    let published = list(&service["ports"]);
-    let host = advertised
-        .values()
-        .filter(|(host, _)| host == "127.0.0.1" || host == "localhost")
-        .map(|(host, port)| {
-            let mapping = format!("127.0.0.1:{port}:{port}");
-            assert!(
-                published.contains(&mapping),
-                "{name}: advertises {host}:{port} to the host but does not publish {mapping:?} (ports: {published:?})"
-            );
-            format!("{host}:{port}")
+        .map(|l| {
+            l.split_once("://")
+                .unwrap_or_else(|| panic!("{name}: listener {l:?} is not NAME://HOST:PORT"))
+                .1
         })
-        .next()
-        .unwrap_or_else(|| panic!("{name}: no listener advertised on 127.0.0.1 for host programs"));
-
-    let health = list(&service["healthcheck"]["test"]).join(" ");
-    let internal = format!("{internal_host}:{internal_port}");
-    let local = format!("localhost:{internal_port}");
+        .collect();
+    let find = |host: &str| {
+        addresses
+            .iter()
+            .find(|a| a.rsplit_once(':').is_some_and(|(h, _)| h == host))
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| panic!("{name}: no listener advertised as {host}: {advertised}"))
+    };
+    let host = find("127.0.0.1");
+    // Advertised to host programs, so it must be published there, on loopback only.
+    let port = host.rsplit_once(':').expect("HOST:PORT").1;
+    let published = list(&service["ports"]);
+    let mapping = format!("127.0.0.1:{port}:{port}");
     assert!(
-        health.contains(&format!("--bootstrap-server {internal}"))
-            || health.contains(&format!("--bootstrap-server {local}")),
-        "{name}: the healthcheck must ask the broker's own listener {internal}: {health:?}"
+        published.contains(&mapping),
+        "{name}: advertises {host} to the host but does not publish {mapping:?} (ports: {published:?})"
     );
-    Broker {
-        node_id: get("KAFKA_NODE_ID"),
-        internal,
+    Reached {
+        internal: find(name),
         host,
-        controller_port,
     }
 }
 
-fn brokers(file: &Value) -> BTreeMap<String, Broker> {
+/// Every Kafka service of a file, by name.
+fn brokers(file: &Value) -> BTreeMap<String, Reached> {
     kafka_services(file)
         .into_iter()
-        .map(|(name, service)| (name.clone(), broker(name, service)))
+        .map(|(name, service)| (name.clone(), reached(name, service)))
         .collect()
 }
 
-/// A service's command as the `weather` binary would parse it: (subcommand, its matches).
+/// A service's command as the `weather` binary parses it: (subcommand, its matches).
 fn weather_command(file: &str, name: &str, service: &Value) -> (String, ArgMatches) {
     let args = list(&service["command"]);
     let matches = Cli::command()
@@ -244,162 +185,60 @@ fn raw(matches: &ArgMatches, id: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Named volume → where it is mounted, for one service; every volume must be declared.
-fn mounts(file: &Value, name: &str, service: &Value) -> BTreeMap<String, String> {
-    list(&service["volumes"])
-        .iter()
-        .map(|entry| {
-            let mut parts = entry.split(':');
-            let (volume, target) = (parts.next().unwrap_or_default(), parts.next());
-            let target = target.unwrap_or_else(|| panic!("{name}: volume {entry:?} has no target"));
-            assert!(
-                file["volumes"].get(volume).is_some(),
-                "{name}: volume {volume} is not declared under the top-level volumes:"
-            );
-            (volume.to_string(), target.to_string())
-        })
-        .collect()
-}
-
 /// The named volume mounted exactly where `--state-dir` points.
 fn state_volume(file: &Value, name: &str, service: &Value, matches: &ArgMatches) -> String {
     let dir = raw(matches, "state_dir").join(",");
-    mounts(file, name, service)
-        .into_iter()
-        .find(|(_, target)| *target == dir)
-        .map(|(volume, _)| volume)
+    list(&service["volumes"])
+        .iter()
+        .filter_map(|entry| {
+            let (volume, target) = entry.split_once(':')?;
+            let target = target.split(':').next().unwrap_or_default();
+            (target == dir && file["volumes"].get(volume).is_some()).then(|| volume.to_string())
+        })
+        .next()
         .unwrap_or_else(|| {
-            panic!("{name}: --state-dir {dir} is not where any named volume is mounted, so the state would die with the container")
+            panic!("{name}: --state-dir {dir} is not where a declared named volume is mounted, so the state would die with the container")
         })
 }
 
-fn both_files() -> [(&'static str, Value); 2] {
-    [(SINGLE, compose(SINGLE)), (CLUSTER, compose(CLUSTER))]
+/// A variable as `make` itself sets it for `BROKER=broker`, whatever the Makefile computes.
+fn make_variable(name: &str, broker: &str) -> String {
+    let output = Command::new("make")
+        .args(["--no-print-directory", "-s", "-C", ROOT])
+        .arg(format!("--eval=print-variable: ; @echo $({name})"))
+        .args(["print-variable", &format!("BROKER={broker}")])
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("KAFKA_PORT")
+        .env_remove("BROKER")
+        .output()
+        .expect("run make");
+    assert!(output.status.success(), "{}", output_text(&output));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 #[test]
-fn every_image_is_pinned_to_a_version() {
-    for (path, file) in both_files() {
-        assert!(
-            !kafka_services(&file).is_empty(),
-            "{path}: no apache/kafka service"
-        );
-        for (name, service) in services(&file) {
-            let image = text(&service["image"], &format!("{path} {name}: image"));
-            if service.get("build").is_some() {
-                continue;
-            }
-            let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
-            assert!(
-                tag.starts_with(|c: char| c.is_ascii_digit()) && tag != "latest",
-                "{path} {name}: image {image} is not pinned to a version"
-            );
-        }
-    }
-}
-
-#[test]
-fn single_kafka_answers_where_the_makefile_and_the_cli_look() {
-    let file = compose(SINGLE);
-    let brokers = brokers(&file);
-    assert_eq!(brokers.len(), 1, "{SINGLE}: one Kafka node");
-    let kafka = brokers.values().next().expect("one broker");
-    let voters = text(
-        &kafka_services(&file)[0].1["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"],
-        "voters",
-    );
-    let (id, host) = (
-        &kafka.node_id,
-        &kafka.internal.split(':').next().unwrap_or(""),
-    );
-    assert_eq!(voters, format!("{id}@{host}:{}", kafka.controller_port));
-
-    // `make up BROKER=docker` must leave Kafka where host programs dial by default.
-    let makefile = read("Makefile");
-    let port = make_variable(&makefile, "KAFKA_PORT");
-    let brokers_default = make_variable(&makefile, "KAFKA_BROKERS").replace("$(KAFKA_PORT)", &port);
-    assert_eq!(
-        kafka.host, brokers_default,
-        "Makefile's KAFKA_BROKERS vs the host listener"
-    );
-    let cli_default = Cli::command()
-        .get_arguments()
-        .find(|a| a.get_id() == "brokers")
-        .and_then(|a| a.get_default_values().first().cloned())
-        .expect("--brokers has a default");
-    assert_eq!(
-        kafka.host,
-        cli_default.to_string_lossy(),
-        "--brokers default vs the host listener"
-    );
-}
-
-fn make_variable(makefile: &str, name: &str) -> String {
-    makefile
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ?= ")))
-        .unwrap_or_else(|| panic!("Makefile sets no {name} ?= default"))
-        .trim()
-        .to_string()
-}
-
-#[test]
-fn weather_services_dial_a_container_listener_after_kafka_is_healthy() {
-    for (path, file) in both_files() {
-        let brokers = brokers(&file);
-        let internal: BTreeSet<&str> = brokers.values().map(|b| b.internal.as_str()).collect();
-        let services = weather_services(&file);
-        assert!(
-            services.len() >= 4,
-            "{path}: produce, two consumers and serve"
-        );
-        for (name, service) in services {
-            let build = &service["build"];
-            assert_eq!(
-                text(&build["dockerfile"], "dockerfile"),
-                "docker/Dockerfile",
-                "{path} {name}"
-            );
-            let context = Path::new(ROOT)
-                .join("docker")
-                .join(text(&build["context"], "context"));
-            assert!(
-                context.join("Cargo.toml").is_file()
-                    && context.join(text(&build["dockerfile"], "")).is_file(),
-                "{path} {name}: the build context {} is not the repository root",
-                context.display()
-            );
-            let dialed = text(
-                &service["environment"]["KAFKA_BROKERS"],
-                &format!("{path} {name}: KAFKA_BROKERS"),
-            );
-            for address in dialed.split(',') {
-                assert!(
-                    internal.contains(address),
-                    "{path} {name}: KAFKA_BROKERS has {address}, which no broker advertises to containers ({internal:?})"
-                );
-            }
-            for broker in brokers.keys() {
-                assert_eq!(
-                    service["depends_on"][broker]["condition"].as_str(),
-                    Some("service_healthy"),
-                    "{path} {name}: must wait for {broker} to be healthy"
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn producer_and_consumers_are_real_weather_commands_sharing_one_state_volume() {
-    for (path, file) in both_files() {
+fn weather_services_run_valid_commands_that_cover_each_partition_once_into_one_state_volume() {
+    for (path, _) in FILES {
+        let file = compose(path);
         let mut partitions_created = None;
         let mut consumed = Vec::new();
         let mut volumes = BTreeSet::new();
         for (name, service) in weather_services(&file) {
-            if name == "serve" {
-                continue; // its own test below
-            }
+            // Built from this repository with the Dockerfile the tests below check.
+            let build = &service["build"];
+            let context = Path::new(ROOT)
+                .join("docker")
+                .join(text(&build["context"], "build context"));
+            let dockerfile = context.join(text(&build["dockerfile"], "dockerfile"));
+            assert!(
+                context.join("Cargo.toml").is_file()
+                    && dockerfile.canonicalize().ok()
+                        == Path::new(ROOT)
+                            .join("docker/Dockerfile")
+                            .canonicalize()
+                            .ok(),
+                "{path} {name}: not built from the repository root with docker/Dockerfile"
+            );
             let (sub, matches) = weather_command(path, name, service);
             match sub.as_str() {
                 "produce" => {
@@ -411,6 +250,20 @@ fn producer_and_consumers_are_real_weather_commands_sharing_one_state_volume() {
                         consumed.push(p.parse::<i32>().expect("a partition number"));
                     }
                     volumes.insert(state_volume(&file, name, service, &matches));
+                }
+                "serve" => {
+                    volumes.insert(state_volume(&file, name, service, &matches));
+                    let listen = raw(&matches, "listen").join(",");
+                    let (host, port) = listen.rsplit_once(':').expect("--listen HOST:PORT");
+                    assert_eq!(
+                        host, "0.0.0.0",
+                        "{path} serve: inside a container it must listen on every interface"
+                    );
+                    assert_eq!(
+                        list(&service["ports"]),
+                        vec![format!("127.0.0.1:{port}:{port}")],
+                        "{path} serve: publish the --listen port {port}, on loopback only"
+                    );
                 }
                 other => panic!("{path} {name}: unexpected service command {other}"),
             }
@@ -425,99 +278,119 @@ fn producer_and_consumers_are_real_weather_commands_sharing_one_state_volume() {
         assert_eq!(
             volumes.len(),
             1,
-            "{path}: consumers must share one state volume: {volumes:?}"
-        );
-    }
-}
-
-/// Needs `weather serve` (the dashboard): this fails until that subcommand exists.
-#[test]
-fn dashboard_listens_on_the_published_port_and_reads_the_consumers_state() {
-    for (path, file) in both_files() {
-        let serve = &services(&file)["serve"];
-        let (sub, matches) = weather_command(path, "serve", serve);
-        assert_eq!(sub, "serve");
-        let listen = raw(&matches, "listen").join(",");
-        let (host, port) = listen.rsplit_once(':').expect("--listen HOST:PORT");
-        assert_eq!(
-            host, "0.0.0.0",
-            "{path} serve: inside a container it must listen on every interface"
-        );
-        let published = list(&serve["ports"]);
-        assert_eq!(
-            published,
-            vec![format!("127.0.0.1:{port}:{port}")],
-            "{path} serve: publish the --listen port {port}, on loopback only"
-        );
-        let dashboard_volume = state_volume(&file, "serve", serve, &matches);
-        let consume = &services(&file)["consume-a"];
-        let (_, consume_matches) = weather_command(path, "consume-a", consume);
-        assert_eq!(
-            dashboard_volume,
-            state_volume(&file, "consume-a", consume, &consume_matches),
-            "{path}: the dashboard must read the consumers' state volume"
+            "{path}: the consumers and the dashboard must share one state volume: {volumes:?}"
         );
     }
 }
 
 #[test]
-fn cluster_replicates_three_ways_and_needs_two_in_sync() {
-    let file = compose(CLUSTER);
-    let brokers = brokers(&file);
-    assert_eq!(brokers.len(), 3, "{CLUSTER}: three brokers");
-    let ids: BTreeSet<&str> = brokers.values().map(|b| b.node_id.as_str()).collect();
-    assert_eq!(ids.len(), 3, "node ids must differ: {ids:?}");
-    let hosts: BTreeSet<&str> = brokers.values().map(|b| b.host.as_str()).collect();
-    assert_eq!(
-        hosts.len(),
-        3,
-        "each broker needs its own host port: {hosts:?}"
-    );
-    let expected_voters: BTreeSet<String> = brokers
-        .iter()
-        .map(|(name, b)| format!("{}@{name}:{}", b.node_id, b.controller_port))
-        .collect();
-    let mut cluster_ids = BTreeSet::new();
-    for (name, service) in kafka_services(&file) {
-        let env = &service["environment"];
-        let voters: BTreeSet<String> = text(&env["KAFKA_CONTROLLER_QUORUM_VOTERS"], "voters")
-            .split(',')
-            .map(String::from)
-            .collect();
-        assert_eq!(voters, expected_voters, "{name}: quorum voters");
-        cluster_ids.insert(text(&env["CLUSTER_ID"], &format!("{name}: CLUSTER_ID")).to_string());
-        for (key, value) in [
-            ("KAFKA_DEFAULT_REPLICATION_FACTOR", "3"),
-            ("KAFKA_MIN_INSYNC_REPLICAS", "2"),
-            ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3"),
-            ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "3"),
-            ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "2"),
-        ] {
-            assert_eq!(env[key].as_str(), Some(value), "{name}: {key}");
+fn weather_services_dial_the_brokers_of_their_file() {
+    for (path, _) in FILES {
+        let file = compose(path);
+        let internal: BTreeSet<String> = brokers(&file).into_values().map(|b| b.internal).collect();
+        for (name, service) in weather_services(&file) {
+            let dialed = text(
+                &service["environment"]["KAFKA_BROKERS"],
+                &format!("{path} {name}: KAFKA_BROKERS"),
+            );
+            for address in dialed.split(',') {
+                assert!(
+                    internal.contains(address),
+                    "{path} {name}: KAFKA_BROKERS has {address}, which no broker advertises to containers ({internal:?})"
+                );
+            }
         }
     }
+}
+
+#[test]
+fn host_listeners_are_where_make_and_the_cli_default_send_programs() {
+    for (path, broker) in FILES {
+        let hosts: Vec<String> = brokers(&compose(path))
+            .into_values()
+            .map(|b| b.host)
+            .collect();
+        assert_eq!(
+            hosts.join(","),
+            make_variable("KAFKA_BROKERS", broker),
+            "{path}: the host listeners vs make's KAFKA_BROKERS for BROKER={broker}"
+        );
+    }
+    let cli_default = Cli::command()
+        .get_arguments()
+        .find(|a| a.get_id() == "brokers")
+        .and_then(|a| a.get_default_values().first().cloned())
+        .expect("--brokers has a default");
+    let single = brokers(&compose(SINGLE));
     assert_eq!(
-        cluster_ids.len(),
-        1,
-        "one CLUSTER_ID for all three: {cluster_ids:?}"
-    );
-    let (_, produce) = weather_command(CLUSTER, "produce", &services(&file)["produce"]);
-    assert_eq!(
-        raw(&produce, "replication_factor"),
-        ["3"],
-        "produce --replication-factor"
+        single.values().map(|b| b.host.as_str()).collect::<Vec<_>>(),
+        [cli_default.to_string_lossy()],
+        "{SINGLE}: the host listener vs the --brokers default"
     );
 }
 
 #[test]
-fn single_node_topic_fits_on_one_broker() {
-    let file = compose(SINGLE);
-    let (_, produce) = weather_command(SINGLE, "produce", &services(&file)["produce"]);
-    assert_eq!(
-        raw(&produce, "replication_factor"),
-        ["1"],
-        "one broker holds one replica"
-    );
+fn docker_runs_the_kafka_version_the_suite_tests() {
+    let tested = support::broker::kafka_version();
+    for (path, _) in FILES {
+        for (name, service) in kafka_services(&compose(path)) {
+            assert_eq!(
+                text(&service["image"], "image"),
+                format!("apache/kafka:{tested}"),
+                "{path} {name}: the suite runs Apache Kafka {tested} (scripts/kafka/pom.xml)"
+            );
+        }
+    }
+}
+
+#[test]
+fn any_one_broker_can_stop_without_losing_an_acknowledged_report() {
+    for (path, _) in FILES {
+        let file = compose(path);
+        let kafka = kafka_services(&file);
+        let setting = |key: &str| -> BTreeSet<u32> {
+            kafka
+                .iter()
+                .map(|(name, s)| {
+                    text(&s["environment"][key], &format!("{path} {name}: {key}"))
+                        .parse()
+                        .expect("a number")
+                })
+                .collect()
+        };
+        let (_, produce) = weather_command(path, "produce", &services(&file)["produce"]);
+        let replicas: u32 = raw(&produce, "replication_factor")[0].parse().unwrap();
+        assert_eq!(
+            setting("KAFKA_DEFAULT_REPLICATION_FACTOR"),
+            BTreeSet::from([replicas]),
+            "{path}: produce --replication-factor vs the brokers' default"
+        );
+        assert!(
+            replicas as usize <= kafka.len(),
+            "{path}: {replicas} replicas on {} brokers",
+            kafka.len()
+        );
+        if kafka.len() > 1 {
+            // acks=all waits for min.insync.replicas copies: two at least, one short of all.
+            let min_insync = setting("KAFKA_MIN_INSYNC_REPLICAS");
+            assert_eq!(
+                min_insync,
+                BTreeSet::from([replicas - 1]),
+                "{path}: min.insync.replicas"
+            );
+            assert!(
+                replicas >= 3,
+                "{path}: an ack must mean two copies, a broker to spare"
+            );
+            for (name, s) in &kafka {
+                assert_eq!(
+                    s["environment"]["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"].as_str(),
+                    Some("false"),
+                    "{path} {name}: an out-of-sync replica must never lead"
+                );
+            }
+        }
+    }
 }
 
 /// Dockerfile instructions with continuation lines joined, grouped by `FROM` stage.
@@ -577,11 +450,19 @@ fn version(text: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The `[[bin]]` target's name in Cargo.toml.
+fn cargo_bin_name() -> Option<String> {
+    let manifest = read("Cargo.toml");
+    let section = manifest.split("[[bin]]").nth(1)?;
+    section.lines().find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == "name").then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
 #[test]
-fn dockerfile_builds_like_the_project_and_runs_as_non_root() {
+fn dockerfile_builds_and_ships_what_cargo_toml_describes() {
     let stages = dockerfile();
-    assert!(stages.len() >= 2, "a multi-stage build");
-    let final_stage = stages.last().expect("stages");
     let builder = stages
         .iter()
         .find(|s| {
@@ -590,38 +471,16 @@ fn dockerfile_builds_like_the_project_and_runs_as_non_root() {
                 .any(|(op, rest)| op == "RUN" && rest.contains("cargo build"))
         })
         .expect("a stage that runs cargo build");
-    let builder_name = builder
-        .name
-        .clone()
-        .expect("the builder stage is named (AS ...)");
-
-    let (image, tag) = builder
-        .from
-        .split_once(':')
-        .expect("the builder image has a tag");
-    assert_eq!(image, "rust", "build with the official Rust image");
+    let tag = builder.from.split_once(':').map(|(_, t)| t).unwrap_or("");
     let wanted = cargo_values("rust-version");
     assert!(
         version(tag) >= version(&wanted[0]),
-        "builder toolchain {tag} is older than Cargo.toml's rust-version {}",
+        "builder toolchain {} is older than Cargo.toml's rust-version {}",
+        builder.from,
         wanted[0]
     );
 
-    let bin = cargo_bin_name().expect("a [[bin]] name in Cargo.toml");
-    let build = builder
-        .lines
-        .iter()
-        .find(|(op, rest)| op == "RUN" && rest.contains("cargo build"))
-        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
-        .expect("cargo build");
-    for flag in ["--release", "--locked"] {
-        assert!(
-            build.contains(&flag),
-            "cargo build without {flag}: {build:?}"
-        );
-    }
-
-    // Every file the build reads is copied in: the manifest, the lock file, and each target path.
+    // Every file the build reads is copied in: the manifest, the lock file, each target path.
     let copied: Vec<String> = builder
         .lines
         .iter()
@@ -634,19 +493,10 @@ fn dockerfile_builds_like_the_project_and_runs_as_non_root() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    for source in &copied {
-        assert!(
-            Path::new(ROOT).join(source).exists(),
-            "COPY {source}: no such path in the repository"
-        );
-    }
-    let needed = [
-        "Cargo.toml".to_string(),
-        "Cargo.lock".to_string(),
-        "build.rs".to_string(),
-    ]
-    .into_iter()
-    .chain(cargo_values("path"));
+    let needed = ["Cargo.toml", "Cargo.lock", "build.rs"]
+        .map(String::from)
+        .into_iter()
+        .chain(cargo_values("path"));
     for path in needed {
         assert!(
             copied
@@ -656,22 +506,10 @@ fn dockerfile_builds_like_the_project_and_runs_as_non_root() {
         );
     }
 
-    // The final stage: small, the binary from the builder, run as an unprivileged user.
-    assert!(
-        !final_stage.from.starts_with("rust"),
-        "the final image {} carries the toolchain",
-        final_stage.from
-    );
-    let final_tag = final_stage
-        .from
-        .rsplit_once(':')
-        .map(|(_, t)| t)
-        .unwrap_or("");
-    assert!(
-        !final_tag.is_empty() && final_tag != "latest",
-        "final image {} not pinned",
-        final_stage.from
-    );
+    // The final stage runs the release binary Cargo.toml names, copied from the builder.
+    let bin = cargo_bin_name().expect("a [[bin]] name in Cargo.toml");
+    let builder_name = builder.name.clone().expect("the builder stage is named");
+    let final_stage = stages.last().expect("stages");
     let binary = final_stage
         .lines
         .iter()
@@ -686,17 +524,6 @@ fn dockerfile_builds_like_the_project_and_runs_as_non_root() {
         "the final stage copies {} rather than the release binary {bin}",
         binary.0
     );
-    let user = final_stage
-        .lines
-        .iter()
-        .rev()
-        .find(|(op, _)| op == "USER")
-        .map(|(_, rest)| rest.clone())
-        .expect("a USER in the final stage");
-    assert!(
-        !["root", "0", "0:0", "root:root"].contains(&user.as_str()),
-        "the final stage runs as {user}"
-    );
     let entrypoint = final_stage
         .lines
         .iter()
@@ -705,16 +532,6 @@ fn dockerfile_builds_like_the_project_and_runs_as_non_root() {
         .expect("an ENTRYPOINT");
     let entry: Vec<String> = serde_json::from_str(&entrypoint).expect("ENTRYPOINT in exec form");
     assert_eq!(entry, [binary.1], "ENTRYPOINT must run the copied binary");
-}
-
-/// The `[[bin]]` target's name in Cargo.toml.
-fn cargo_bin_name() -> Option<String> {
-    let manifest = read("Cargo.toml");
-    let section = manifest.split("[[bin]]").nth(1)?;
-    section.lines().find_map(|line| {
-        let (k, v) = line.split_once('=')?;
-        (k.trim() == "name").then(|| v.trim().trim_matches('"').to_string())
-    })
 }
 
 /// A folder with a stand-in `docker` that logs its arguments to `docker.log` and, for the
@@ -754,6 +571,8 @@ fn make(bin: &Path, target: &str, broker: &str) -> Output {
             &format!("BROKER={broker}"),
         ])
         .env("PATH", bin)
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("KAFKA_PORT")
         .output()
         .expect("run make")
 }
@@ -768,7 +587,7 @@ fn output_text(output: &Output) -> String {
 
 #[test]
 fn make_up_and_down_drive_compose_with_the_matching_file() {
-    for (broker, path) in [("docker", SINGLE), ("cluster", CLUSTER)] {
+    for (path, broker) in FILES {
         let bin = fake_docker("");
         let up = make(bin.path(), "up", broker);
         assert!(
@@ -789,8 +608,7 @@ fn make_up_and_down_drive_compose_with_the_matching_file() {
             .filter(|l| l.starts_with("compose -f"))
             .collect();
 
-        let file = compose(path);
-        let brokers = brokers(&file);
+        let brokers = brokers(&compose(path));
         let names: Vec<&str> = brokers.keys().map(String::as_str).collect();
         assert_eq!(
             calls,

@@ -4,22 +4,19 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::Record;
 use support::ProduceRaw;
-use support::topic::{all_dates, consecutive};
-use support::{Broker, KillOnDrop, folder_bytes, kill, run_ok, runtime, wait_for};
+use support::exactly_once::assert_counted_exactly_once;
+use support::topic::{all_dates, consecutive, ends};
+use support::{Broker, GUARD, HELD, HOLD_SAVE, Logged, folder_bytes, run_ok, runtime, wait_for};
 use time::macros::date;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile};
 use weather_stream::kafka::partitioner::partition_for;
 use weather_stream::report::month_name;
 use weather_stream::weather::Weather;
-
-const GUARD: Duration = Duration::from_secs(120);
 
 fn merged_checkpoints(dir: &Path) -> Vec<Checkpoint> {
     checkpoint::load_all(dir).expect("partition files load")
@@ -35,16 +32,7 @@ fn ten_years_flow_through_to_verified_statistics_and_a_plot() {
             .weather()
             .args(["produce", "--count", "3650", "--delay-ms", "0", "--reset"]),
     );
-    run_ok(broker.weather().args([
-        "consume",
-        "0",
-        "1",
-        "2",
-        "3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    broker.catch_up("0,1,2,3", Path::new(state_dir));
 
     // Every (month, year) holds exactly its calendar days, on the partition murmur2 picks,
     // with the sum of the generator's own values in date order.
@@ -107,72 +95,52 @@ fn ten_years_flow_through_to_verified_statistics_and_a_plot() {
 }
 
 #[test]
-fn a_consumer_killed_and_restarted_ends_identical_to_one_uninterrupted_run() {
+fn a_consumer_killed_mid_catch_up_ends_identical_to_one_uninterrupted_run() {
     let broker = Broker::start();
     let interrupted = tempfile::tempdir().unwrap();
     let straight = tempfile::tempdir().unwrap();
-    let dir = |t: &tempfile::TempDir| t.path().to_str().unwrap().to_string();
+    let logs = tempfile::tempdir().unwrap();
+    broker.produce(1000);
+    broker.catch_up("0,1,2,3", interrupted.path());
 
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "1000", "--delay-ms", "0", "--reset"]),
-    );
-    run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        &dir(&interrupted),
-    ]));
-
-    // Three rounds: more days arrive, a consumer runs until it has saved progress, SIGKILL.
+    // Three rounds: more days arrive, one a batch, and a consumer reading a few at a time
+    // (so a catch-up is many saves) is killed inside its Nth save.
     for round in 0..3 {
         run_ok(
             broker
                 .weather()
-                .args(["produce", "--count", "900", "--delay-ms", "0"]),
+                .args(["produce", "--count", "900", "--delay-ms", "1"]),
         );
-        let before = merged_checkpoints(interrupted.path());
-        let mut child = KillOnDrop::spawn(
+        let before = offsets(interrupted.path());
+        let ends = ends(&broker.cluster());
+        let hold_at = round + 2;
+        let mut consumer = Logged::spawn(
             broker
                 .weather()
-                .args([
-                    "consume",
-                    "0",
-                    "1",
-                    "2",
-                    "3",
-                    "--state-dir",
-                    &dir(&interrupted),
-                ])
-                .stderr(Stdio::null()),
+                .args(["consume", "0,1,2,3", "--fetch-bytes", "300", "--state-dir"])
+                .arg(interrupted.path())
+                .env(HOLD_SAVE, hold_at.to_string()),
+            logs.path().join(format!("consumer-{round}.log")),
         );
-        wait_for(&format!("progress in round {round}"), GUARD, || {
-            merged_checkpoints(interrupted.path()) != before
-        });
-        kill(&mut child);
+        wait_for(
+            &format!("round {round}: save {hold_at} held"),
+            GUARD,
+            || consumer.printed().contains(HELD) || offsets(interrupted.path()) == ends,
+        );
+        consumer.kill();
+        // Some partition's file moved on, but not to its end: killed in the middle of it.
+        let after = offsets(interrupted.path());
+        println!(
+            "round {round}: offsets {before:?} before, {after:?} after the kill, ends {ends:?}"
+        );
+        assert!(
+            ends.iter()
+                .any(|(p, end)| before[p] < after[p] && after[p] < *end),
+            "round {round}: the kill did not land mid-catch-up: offsets {before:?} before, {after:?} after, ends {ends:?}"
+        );
     }
-    run_ok(broker.weather().args([
-        "consume",
-        "0",
-        "1",
-        "2",
-        "3",
-        "--until-caught-up",
-        "--state-dir",
-        &dir(&interrupted),
-    ]));
-    run_ok(broker.weather().args([
-        "consume",
-        "0",
-        "1",
-        "2",
-        "3",
-        "--until-caught-up",
-        "--state-dir",
-        &dir(&straight),
-    ]));
+    broker.catch_up("0,1,2,3", interrupted.path());
+    broker.catch_up("0,1,2,3", straight.path());
 
     let a = folder_bytes(interrupted.path());
     let b = folder_bytes(straight.path());
@@ -180,22 +148,15 @@ fn a_consumer_killed_and_restarted_ends_identical_to_one_uninterrupted_run() {
     for (name, bytes) in &a {
         assert!(bytes == &b[name], "{name} differs after interruptions");
     }
-    let total: u64 = merged_checkpoints(interrupted.path())
+    assert_counted_exactly_once(&broker, interrupted.path(), date!(2000 - 01 - 01), 3700);
+}
+
+/// Each partition file's offset.
+fn offsets(dir: &Path) -> BTreeMap<i32, i64> {
+    merged_checkpoints(dir)
         .iter()
-        .flat_map(|c| {
-            c.stats
-                .months
-                .values()
-                .flat_map(|y| y.values().map(|m| m.count))
-                .collect::<Vec<_>>()
-        })
-        .sum();
-    assert_eq!(total, 1000 + 3 * 900);
-    run_ok(
-        broker
-            .weather()
-            .args(["verify", "--state-dir", &dir(&interrupted)]),
-    );
+        .map(|c| (c.partition, c.offset))
+        .collect()
 }
 
 #[test]
@@ -206,11 +167,7 @@ fn the_producer_resumes_after_the_last_day_and_fills_a_hole_left_by_a_crash() {
             .weather()
             .args(["produce", "--count", "100", "--delay-ms", "0", "--reset"]),
     );
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "50", "--delay-ms", "0"]),
-    );
+    broker.produce(50);
     let cluster = broker.cluster();
     assert_eq!(all_dates(&cluster), consecutive(date!(2000 - 01 - 01), 150));
 
@@ -237,11 +194,7 @@ fn the_producer_resumes_after_the_last_day_and_fills_a_hole_left_by_a_crash() {
     });
     let mut dates = all_dates(&cluster);
     assert!(!dates.contains(&date!(2000 - 02 - 29)));
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "30", "--delay-ms", "0"]),
-    );
+    broker.produce(30);
     dates = all_dates(&cluster);
     // February 29 was filled in, March went on from the 11th, nothing twice.
     assert_eq!(dates, consecutive(date!(2000 - 01 - 01), 59 + 1 + 10 + 29));
@@ -260,11 +213,7 @@ fn the_producer_resumes_after_the_last_day_and_fills_a_hole_left_by_a_crash() {
         "--start",
         "2000-03-01",
     ]));
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--count", "20", "--delay-ms", "0"]),
-    );
+    broker.produce(20);
     assert_eq!(all_dates(&cluster), consecutive(date!(2000 - 03 - 01), 40));
 }
 
@@ -278,13 +227,7 @@ fn verify_finds_a_file_that_disagrees_with_the_topic() {
             .weather()
             .args(["produce", "--count", "90", "--delay-ms", "0", "--reset"]),
     );
-    run_ok(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    broker.catch_up("0,1,2,3", Path::new(state_dir));
     // Count one January day twice, as a consumer without the exactly-once rules might.
     let file = PartitionFile::new(state.path(), 2);
     let mut c = file.load().unwrap().unwrap();
@@ -318,43 +261,58 @@ fn verify_finds_a_file_that_disagrees_with_the_topic() {
 fn a_paced_producer_and_a_running_consumer_stop_cleanly_on_ctrl_c() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let state_dir = state.path().to_str().unwrap();
-    // The paced path: one day per round with a pause between.
-    run_ok(broker.weather().args([
-        "produce",
-        "--count",
-        "5",
-        "--delay-ms",
-        "20",
-        "--reset",
-        "--start",
-        "2000-03-01",
-    ]));
-    assert_eq!(
-        all_dates(&broker.cluster()),
-        consecutive(date!(2000 - 03 - 01), 5)
+    let logs = tempfile::tempdir().unwrap();
+    // The paced path, one day per round with a pause between, until Ctrl-C.
+    let mut producer = Logged::spawn(
+        broker.weather().args([
+            "produce",
+            "--delay-ms",
+            "20",
+            "--reset",
+            "--start",
+            "2000-03-01",
+        ]),
+        logs.path().join("producer.log"),
     );
+    let cluster = broker.cluster();
+    wait_for("ten days in the topic", GUARD, || {
+        ends(&cluster).values().sum::<i64>() >= 10
+    });
+    producer.interrupt();
+    producer.wait_ok("the producer to stop on Ctrl-C");
+    // Every day handed out before the stop was acknowledged: the topic holds the days from
+    // the start, each once, and the last line counts them.
+    let dates = all_dates(&cluster);
+    assert_eq!(dates, consecutive(date!(2000 - 03 - 01), dates.len()));
+    let said = producer.printed();
+    let last = dates.last().expect("days in the topic");
+    assert!(
+        said.contains(&format!("sent {} days, up to {last}", dates.len())),
+        "{said}"
+    );
+    assert!(!said.contains("WARN") && !said.contains("ERROR"), "{said}");
 
-    let consumer = KillOnDrop::spawn(
+    let mut consumer = Logged::spawn(
         broker
             .weather()
-            .args(["consume", "0", "--state-dir", state_dir])
-            .stderr(Stdio::piped()),
+            .args(["consume", "0,1,2,3", "--state-dir"])
+            .arg(state.path()),
+        logs.path().join("consumer.log"),
     );
-    let file = PartitionFile::new(state.path(), 0);
-    wait_for("the consumer's first checkpoint", GUARD, || {
-        file.load().ok().flatten().is_some_and(|c| c.offset == 5)
+    let ends = ends(&cluster);
+    let with_days: BTreeMap<i32, i64> = ends.clone().into_iter().filter(|e| e.1 > 0).collect();
+    wait_for("the consumer to reach the end", GUARD, || {
+        offsets(state.path()) == with_days
     });
-    let status = Command::new("kill")
-        .args(["-INT", &consumer.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = consumer.into_child().wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("partition 0: stopped at offset 5 (5 counted"),
-        "{stderr}"
-    );
+    consumer.interrupt();
+    consumer.wait_ok("the consumer to stop on Ctrl-C");
+    let said = consumer.printed();
+    for (partition, end) in ends {
+        assert!(
+            said.contains(&format!(
+                "partition {partition}: stopped at offset {end} ({end} counted"
+            )),
+            "{said}"
+        );
+    }
 }

@@ -6,57 +6,12 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
+use support::exactly_once::assert_topic_holds_each_day_once;
 use support::proxy::FaultProxy;
-use support::topic::{all_dates, consecutive, topic_days};
-use support::{
-    Broker, GUARD, KillOnDrop, Kind, Logged, free_port, kill, run_ok, runtime, wait_for,
-};
+use support::topic::{Growth, all_dates, consecutive, ends};
+use support::{Broker, GUARD, KillOnDrop, Kind, Logged, free_port, kill, run_ok, wait_for};
 
 use time::macros::date;
-use weather_stream::kafka::partitioner::partition_for;
-use weather_stream::report::month_name;
-use weather_stream::weather::Weather;
-
-/// The topic holds each of `days` days from 2000-01-01 once, on its month's partition,
-/// with the generator's value.
-fn assert_exactly_once(broker: &Broker, days: usize) {
-    let days_by_partition = topic_days(&broker.cluster());
-    let mut dates: Vec<_> = days_by_partition
-        .values()
-        .flat_map(|p| &p.days)
-        .map(|d| d.date)
-        .collect();
-    dates.sort();
-    let twice: Vec<_> = dates
-        .windows(2)
-        .filter(|w| w[0] == w[1])
-        .map(|w| w[0])
-        .collect();
-    assert!(
-        twice.is_empty(),
-        "{} days twice, the first {:?}",
-        twice.len(),
-        twice.first()
-    );
-    let held: BTreeSet<_> = dates.iter().copied().collect();
-    let expected = consecutive(date!(2000 - 01 - 01), days);
-    let missing: Vec<_> = expected.iter().filter(|d| !held.contains(d)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} days missing, the first {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    assert_eq!(dates, expected);
-    let weather = Weather::new(1);
-    for (&partition, readings) in &days_by_partition {
-        for reading in &readings.days {
-            let key = month_name(reading.date.month());
-            assert_eq!(partition_for(key.as_bytes(), 4), partition, "{reading:?}");
-            assert_eq!(reading.degrees, weather.degrees(reading.date));
-        }
-    }
-}
 
 #[test]
 fn cut_connections_and_lost_answers_leave_every_day_exactly_once() {
@@ -89,23 +44,22 @@ fn cut_connections_and_lost_answers_leave_every_day_exactly_once() {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("retrying"), "{stderr}");
-    assert_exactly_once(&broker, days);
+    assert_topic_holds_each_day_once(&broker, date!(2000 - 01 - 01), days);
 }
 
 #[test]
 fn a_producer_killed_at_random_moments_resumes_without_gaps_or_doubles() {
     let broker = Broker::start();
-    let seed = fastrand::u64(..);
-    println!("kill seed {seed}");
-    let mut rng = fastrand::Rng::with_seed(seed);
-    run_ok(
-        broker
-            .weather()
-            .args(["produce", "--reset", "--count", "1", "--delay-ms", "0"]),
-    );
+    let mut rng = fastrand::Rng::with_seed(support::seed());
+    broker.produce(1);
+    let growth = Growth::new(&broker.cluster());
+    let written = || growth.records();
     for round in 0..8 {
-        // Flat out (many batches in flight when it dies) and paced, in turn.
+        // Flat out (many batches in flight when it dies) and paced, in turn; each is killed
+        // once it has added a random number of days, so every kill hits a producer at work,
+        // however slowly the machine starts it.
         let delay = if round % 2 == 0 { "0" } else { "1" };
+        let (before, grow) = (written(), rng.i64(1..=400));
         let mut producer = KillOnDrop::spawn(
             broker
                 .weather()
@@ -113,8 +67,11 @@ fn a_producer_killed_at_random_moments_resumes_without_gaps_or_doubles() {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
-        std::thread::sleep(Duration::from_millis(rng.u64(100..700)));
+        wait_for(&format!("round {round}: {grow} more days"), GUARD, || {
+            written() >= before + grow
+        });
         kill(&mut producer);
+        println!("round {round}: killed after {} days", written() - before);
     }
     resume_and_assert_exactly_once(&broker);
 }
@@ -139,7 +96,7 @@ fn resume_and_assert_exactly_once(broker: &Broker) {
             .args(["produce", "--count", &count.to_string(), "--delay-ms", "0"]),
     );
     let days = held.len() + count;
-    assert_exactly_once(broker, days);
+    assert_topic_holds_each_day_once(broker, date!(2000 - 01 - 01), days);
 }
 
 #[test]
@@ -186,13 +143,9 @@ fn ctrl_c_while_the_broker_is_away_stops_soon_says_what_is_unconfirmed_and_loses
         logs.path().join("producer.log"),
     );
     let cluster = broker.cluster();
-    wait_for("the producer to create the topic", GUARD, || {
-        runtime()
-            .block_on(cluster.partition_count("temperatures"))
-            .is_ok_and(|count| count.is_some())
-    });
+    // Polled by end offsets, which wait for the producer to make the topic.
     wait_for("days in the topic", GUARD, || {
-        all_dates(&cluster).len() >= 200
+        ends(&cluster).values().sum::<i64>() >= 200
     });
     drop(cluster);
     broker.stop();

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# make demo: the whole pipeline until Ctrl-C, on the embedded broker unless BROKER says. The producer resumes
-# the topic, two consumers split the partitions (0,2 and 1,3), and month.svg is redrawn
-# every few seconds; the live dashboard serves on http://127.0.0.1:8080/ (DASHBOARD=ADDR moves
-# it). Ctrl-C stops the programs; the broker and the state stay.
+# make demo: the whole pipeline until Ctrl-C, on the embedded broker unless BROKER says. The
+# producer resumes the topic, two consumers split the partitions (0,2 and 1,3), and month.svg is redrawn
+# every few seconds and once more on the way out; the live dashboard serves on
+# http://127.0.0.1:8080/ (DASHBOARD=ADDR moves it). Ctrl-C stops the programs; the broker and
+# the state stay. The demo exits 0 only if every program ran until Ctrl-C and then stopped
+# cleanly: a program that fails or ends by itself stops the demo with an error naming it.
 #
 # KAFKA_PORT and BROKER_DIR go to scripts/broker.sh; DEMO_DIR holds state/ and month.svg
 # (default: here); WEATHER names a weather binary to use instead of building one.
@@ -35,28 +37,66 @@ dir=${DEMO_DIR:-.}
 dashboard=${DASHBOARD:-127.0.0.1:8080}
 
 pids=()
+names=()
+# Starts one program in the background, under the name the error lines use.
+run() {
+  local name=$1
+  shift
+  "$@" &
+  pids+=($!)
+  names+=("$name")
+}
+
+# Draws month.svg once a consumer has saved a partition file (before that there is nothing
+# to draw); from then on a plot that fails is the demo's failure.
+plot() {
+  compgen -G "$dir/state/partition-*.json" >/dev/null || return 0
+  RUST_LOG=warn "$weather" plot --state-dir "$dir/state" --out "$dir/month.svg"
+}
+
+# Stops every program and reads each one's exit status: a program stopped by Ctrl-C exits 0,
+# so any other status is a failure. Exits the demo: 0 if all went well, else 1 ($1 is 1 when
+# the demo is already failing).
 stop() {
   trap - INT TERM EXIT
-  kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
+  local failed=$1 i status
+  ((${#pids[@]} == 0)) || kill "${pids[@]}" 2>/dev/null || true
+  for i in "${!pids[@]}"; do
+    status=0
+    wait "${pids[$i]}" || status=$?
+    if ((status != 0)); then
+      echo "error: ${names[$i]} exited with status $status" >&2
+      failed=1
+    fi
+  done
+  plot || failed=1
   echo
+  if ((failed)); then
+    echo "demo failed (see the error lines above); the broker keeps running (make down stops it)" >&2
+    exit 1
+  fi
   echo "demo stopped; the broker keeps running (make down stops it), statistics stay in $dir/state/"
+  exit 0
 }
-trap 'stop; exit 0' INT TERM
-trap stop EXIT
+trap 'stop 0' INT TERM
+trap 'stop 1' EXIT
 
 # The consumers need the topic; on a new broker it does not exist until the producer makes it.
 RUST_LOG=warn "$weather" produce --count 0 --replication-factor "$replicas"
-"$weather" produce & pids+=($!)
-"$weather" consume 0,2 --state-dir "$dir/state" & pids+=($!)
-"$weather" consume 1,3 --state-dir "$dir/state" & pids+=($!)
-"$weather" serve --listen "$dashboard" --state-dir "$dir/state" & pids+=($!)
+run "weather produce" "$weather" produce
+run "weather consume 0,2" "$weather" consume 0,2 --state-dir "$dir/state"
+run "weather consume 1,3" "$weather" consume 1,3 --state-dir "$dir/state"
+run "weather serve" "$weather" serve --listen "$dashboard" --state-dir "$dir/state"
 echo "demo running: producer, consumers for partitions 0,2 and 1,3; $dir/month.svg refreshes every 5 s;"
 echo "dashboard on http://$dashboard/ (Ctrl-C stops)"
 while true; do
-  sleep 5 & wait $! || true
-  for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null || { echo "error: a demo program (pid $pid) exited; see its lines above" >&2; exit 1; }
+  sleep 5 &
+  wait $! || true
+  for i in "${!pids[@]}"; do
+    kill -0 "${pids[$i]}" 2>/dev/null || {
+      echo "error: ${names[$i]} ended by itself; see its lines above" >&2
+      exit 1
+    }
   done
-  RUST_LOG=warn "$weather" plot --state-dir "$dir/state" --out "$dir/month.svg" 2>/dev/null || true
+  plot || exit 1
 done

@@ -399,6 +399,7 @@ impl PartitionFile {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        hold_if_a_test_asks(&tmp);
         if let Err(source) = fs::rename(&tmp, self.path()) {
             let _ = fs::remove_file(&tmp);
             return Err(CheckpointError::Write {
@@ -501,6 +502,31 @@ impl std::ops::Deref for OwnedFile {
 
     fn deref(&self) -> &PartitionFile {
         &self.file
+    }
+}
+
+/// For the fault tests only: `WEATHER_TEST_HOLD_SAVE=N` holds this process's Nth save
+/// between its fsynced `.tmp` and the rename until the process is killed, so a test's SIGKILL
+/// lands inside a save every time instead of when a microsecond window allows. Without the
+/// variable (as everywhere outside the tests) a save never waits.
+fn hold_if_a_test_asks(tmp: &Path) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static HOLD_AT: OnceLock<Option<u64>> = OnceLock::new();
+    static SAVES: AtomicU64 = AtomicU64::new(0);
+    let hold_at = HOLD_AT.get_or_init(|| {
+        std::env::var("WEATHER_TEST_HOLD_SAVE")
+            .ok()
+            .and_then(|n| n.parse().ok())
+    });
+    if hold_at.is_some_and(|at| SAVES.fetch_add(1, Ordering::Relaxed) + 1 == at) {
+        tracing::warn!(
+            "{}: save held before its rename (WEATHER_TEST_HOLD_SAVE, for tests only)",
+            tmp.display()
+        );
+        loop {
+            std::thread::park();
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 pub mod broker;
+pub mod exactly_once;
 pub mod proxy;
 pub mod raw;
 pub mod topic;
@@ -22,6 +23,21 @@ pub use raw::ProduceRaw;
 pub fn free_port() -> u16 {
     broker::free_ports(1)[0]
 }
+
+/// The seed of a randomised test: `FAULTS_SEED` to replay a failure, else a fresh one.
+pub fn seed() -> u64 {
+    let seed = std::env::var("FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    println!("seed {seed} (replay with FAULTS_SEED={seed})");
+    seed
+}
+
+/// Set on a `weather consume` to hold its Nth save between the written `.tmp` and the
+/// rename until it is killed (`checkpoint`'s test-only hook); it logs `HELD` when it holds.
+pub const HOLD_SAVE: &str = "WEATHER_TEST_HOLD_SAVE";
+pub const HELD: &str = "save held before its rename";
 
 impl Broker {
     /// `weather produce --count DAYS --delay-ms 0`, run to completion.
@@ -105,6 +121,11 @@ impl Logged {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Its exit status, once it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
     }
@@ -118,6 +139,11 @@ impl Logged {
         });
         let status = status.expect("exited");
         assert!(status.success(), "{what}: {status}\n{}", self.printed());
+    }
+
+    /// SIGKILLs it and reaps it: no chance to finish a save or say anything.
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
     }
 
     /// Sends SIGINT, as Ctrl-C would.

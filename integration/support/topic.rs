@@ -12,28 +12,118 @@ use super::runtime;
 pub struct PartitionDays {
     pub end: i64,
     pub days: Vec<DayReading>,
+    /// The offsets of records that do not decode as reports (a test that writes junk on
+    /// purpose expects them; everywhere else there are none).
+    pub not_reports: Vec<i64>,
 }
 
 /// Every report in the topic, read straight from the broker: the checker's view, not a
-/// program's.
+/// program's. Insists that every record is a report and that each partition's end offset is
+/// its number of days, so a record that fails to decode, or a read that stops short, cannot
+/// make a topic look right.
 pub fn topic_days(cluster: &Cluster) -> BTreeMap<i32, PartitionDays> {
+    let topic = topic_records(cluster);
+    for (id, partition) in &topic {
+        assert!(
+            partition.not_reports.is_empty(),
+            "partition {id}: records at offsets {:?} are not reports",
+            partition.not_reports
+        );
+        assert_eq!(
+            partition.end,
+            partition.days.len() as i64,
+            "partition {id}: the end offset is not the number of days read"
+        );
+    }
+    topic
+}
+
+/// Every record in the topic, reports decoded and the others kept by offset; insists only
+/// that the read saw every offset from the earliest to the end.
+pub fn topic_records(cluster: &Cluster) -> BTreeMap<i32, PartitionDays> {
     runtime().block_on(async {
         let count = cluster.require_topic("temperatures").await.unwrap();
         let mut all = BTreeMap::new();
         for id in 0..count {
             let partition = cluster.partition("temperatures", id).await.unwrap();
             let (earliest, end) = partition.offsets().await.unwrap();
-            let mut days = Vec::new();
+            let (mut days, mut not_reports, mut read) = (Vec::new(), Vec::new(), 0);
             partition
                 .scan(earliest, end, |r| {
-                    days.extend(DayReading::from_record(r.key.as_deref(), r.value.as_deref()).ok());
+                    read += 1;
+                    match DayReading::from_record(r.key.as_deref(), r.value.as_deref()) {
+                        Ok(day) => days.push(day),
+                        Err(_) => not_reports.push(r.offset),
+                    }
                 })
                 .await
                 .unwrap();
-            all.insert(id, PartitionDays { end, days });
+            assert_eq!(
+                read,
+                end - earliest,
+                "partition {id}: read {read} records from offset {earliest} to {end}"
+            );
+            all.insert(
+                id,
+                PartitionDays {
+                    end,
+                    days,
+                    not_reports,
+                },
+            );
         }
         all
     })
+}
+
+/// Each partition's end offset, read straight from the broker (cheap enough to poll); none
+/// while the topic does not exist.
+pub fn ends(cluster: &Cluster) -> BTreeMap<i32, i64> {
+    runtime().block_on(async {
+        let count = cluster.partition_count("temperatures").await.unwrap();
+        let mut ends = BTreeMap::new();
+        for id in 0..count.unwrap_or(0) {
+            let partition = cluster.partition("temperatures", id).await.unwrap();
+            ends.insert(id, partition.offsets().await.unwrap().1);
+        }
+        ends
+    })
+}
+
+/// The number of records in the topic, over connections kept open, so a test can poll it
+/// often while a producer runs flat out.
+pub struct Growth {
+    runtime: tokio::runtime::Runtime,
+    partitions: Vec<weather_stream::kafka::Partition>,
+}
+
+impl Growth {
+    pub fn new(cluster: &Cluster) -> Growth {
+        let runtime = runtime();
+        let partitions = runtime.block_on(async {
+            let count = cluster.require_topic("temperatures").await.unwrap();
+            let mut partitions = Vec::new();
+            for id in 0..count {
+                partitions.push(cluster.partition("temperatures", id).await.unwrap());
+            }
+            partitions
+        });
+        Growth {
+            runtime,
+            partitions,
+        }
+    }
+
+    /// Records in the topic now: the sum of the partitions' end offsets.
+    pub fn records(&self) -> i64 {
+        self.runtime.block_on(async {
+            let mut total = 0;
+            for partition in &self.partitions {
+                total += partition.offsets().await.unwrap().1;
+            }
+            total
+        })
+    }
 }
 
 /// All dates in the topic, sorted, with duplicates kept.
