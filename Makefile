@@ -13,9 +13,12 @@ export KAFKA_PORT KAFKA_BROKERS BROKER
 P ?= 0,1,2,3
 BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,$(if $(filter kafka kafka-cluster,$(BROKER)),scripts/kafka.sh,scripts/docker.sh))
 # Integration suites that run once per broker (WEATHER_TEST_BROKER picks it); the cluster and
-# Java-interop suites need Apache Kafka itself and run in the Kafka pass only.
-BROKER_SUITES = pipeline producer faults groups dashboard scripts
+# Java-interop suites need Apache Kafka itself and run in the Kafka pass only. Tests in a module
+# kafka_only of a per-broker suite (foreign: transactions, which Tansu 0.6.0 cannot end) start
+# Apache Kafka whatever the pass, so the Tansu pass leaves them to the Kafka pass.
+BROKER_SUITES = pipeline producer faults groups dashboard scripts foreign
 KAFKA_SUITES = cluster interop
+KAFKA_ONLY = kafka_only::
 ARGS ?=
 WEATHER := target/release/weather
 
@@ -81,7 +84,7 @@ test-unit:
 
 test-tansu: test-unit
 	@scripts/broker.sh install
-	WEATHER_TEST_BROKER=tansu cargo test $(addprefix --test ,$(BROKER_SUITES))
+	WEATHER_TEST_BROKER=tansu cargo test $(addprefix --test ,$(BROKER_SUITES)) -- --skip $(KAFKA_ONLY)
 
 test-kafka:
 	@scripts/kafka.sh install

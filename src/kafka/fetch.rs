@@ -27,7 +27,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::error::ParseResponseErrorCode;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::Mutex;
@@ -45,6 +45,8 @@ const FETCH_VERSIONS: RangeInclusive<i16> = 4..=12;
 /// Version 2 is the first with an isolation level.
 const LIST_OFFSETS_VERSIONS: RangeInclusive<i16> = 2..=7;
 const READ_COMMITTED: i8 = 1;
+/// The replica id of a request from a client, not from a broker.
+const CONSUMER_REPLICA_ID: i32 = -1;
 /// How long one read keeps retrying a leader that moved or went away before the caller
 /// sees the error.
 const RETRY_DEADLINE: Duration = Duration::from_secs(30);
@@ -118,17 +120,7 @@ impl Partition {
     /// ListOffsets for `timestamp` (-2 earliest, -1 latest).
     async fn offset_at(&self, timestamp: i64) -> Result<i64, KafkaError> {
         let action = format!("reading offsets of {} partition {}", self.topic, self.id);
-        let request = ListOffsetsRequest::default()
-            .with_isolation_level(READ_COMMITTED)
-            .with_topics(vec![
-                ListOffsetsTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(self.topic.clone())))
-                    .with_partitions(vec![
-                        ListOffsetsPartition::default()
-                            .with_partition_index(self.id)
-                            .with_timestamp(timestamp),
-                    ]),
-            ]);
+        let request = list_offsets_request(&self.topic, self.id, timestamp);
         self.on_leader(&action, |leader| {
             let request = request.clone();
             let action = action.clone();
@@ -345,6 +337,25 @@ impl Partition {
         *leader = Some(connection.clone());
         Ok(connection)
     }
+}
+
+/// ListOffsets for one partition at `timestamp`, asked as a consumer: replica id -1, where
+/// kafka-protocol's default is 0, a broker's id. Apache Kafka ignores the isolation level of a
+/// replica's request and answers the log end offset, past any open transaction, so a
+/// `--until-caught-up` aiming there waited forever at the last stable offset.
+fn list_offsets_request(topic: &str, partition: i32, timestamp: i64) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(CONSUMER_REPLICA_ID))
+        .with_isolation_level(READ_COMMITTED)
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_timestamp(timestamp),
+                ]),
+        ])
 }
 
 /// Errors after which the partition's leader must be looked up again.
@@ -653,6 +664,16 @@ mod tests {
                 next_offset: 1
             }
         );
+    }
+
+    #[test]
+    fn offsets_are_asked_for_as_a_read_committed_consumer() {
+        let request = list_offsets_request("temperatures", 3, -1);
+        assert_eq!(request.replica_id, BrokerId(-1), "a consumer, not broker 0");
+        assert_eq!(request.isolation_level, READ_COMMITTED);
+        let partition = &request.topics[0].partitions[0];
+        assert_eq!((partition.partition_index, partition.timestamp), (3, -1));
+        assert_eq!(request.topics[0].name.0.as_str(), "temperatures");
     }
 
     #[test]
