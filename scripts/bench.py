@@ -174,17 +174,33 @@ BROKERS = {"tansu": Tansu, "kafka": Kafka}
 
 # ---- running things --------------------------------------------------------------------------
 
+def start(command, **kwargs):
+    """Starts `command` in a process group of its own, so `stop_group` ends it with its
+    children (GNU time's, a peer's) when the bench stops early."""
+    return subprocess.Popen(command, start_new_session=True, text=True, **kwargs)
+
+
+def stop_group(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def timed(command, env=None):
     """Runs `command` under GNU time; returns (stdout, stderr, seconds, peak RSS in MB)."""
     with tempfile.NamedTemporaryFile(mode="r") as report:
         started = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%M"] + command,
-                              capture_output=True, text=True, env=env)
+        process = start(["/usr/bin/time", "-o", report.name, "-f", "%M"] + command,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            stdout, stderr = process.communicate()
+        finally:
+            stop_group(process)
         seconds = time.perf_counter() - started
-        if done.returncode != 0:
-            raise SystemExit(f"bench: {' '.join(command)} failed:\n{done.stdout[-1000:]}{done.stderr[-2000:]}")
+        if process.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(command)} failed:\n{stdout[-1000:]}{stderr[-2000:]}")
         rss_mb = int(report.read().strip().splitlines()[-1]) / 1024
-    return done.stdout, done.stderr, seconds, rss_mb
+    return stdout, stderr, seconds, rss_mb
 
 
 def weather_env(broker):
@@ -258,13 +274,16 @@ def percentile(values, q):
 def latency_weather(broker):
     fresh_topic(broker)
     state = tempfile.mkdtemp(prefix="weather-bench-state-")
-    consumer = subprocess.Popen([WEATHER, "-v", "consume", "0", "1", "2", "3", "--state-dir", state],
-                                env=weather_env(broker), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
-    weather(broker, "produce", "--count", str(LATENCY_DAYS), "--delay-ms", "100")
-    time.sleep(2)
-    consumer.send_signal(signal.SIGTERM)
-    _, stderr = consumer.communicate(timeout=30)
+    consumer = start([WEATHER, "-v", "consume", "0", "1", "2", "3", "--state-dir", state],
+                     env=weather_env(broker), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(2)
+        weather(broker, "produce", "--count", str(LATENCY_DAYS), "--delay-ms", "100")
+        time.sleep(2)
+        consumer.send_signal(signal.SIGTERM)
+        _, stderr = consumer.communicate(timeout=30)
+    finally:
+        stop_group(consumer)
     shutil.rmtree(state, ignore_errors=True)
     return [float(m) for m in re.findall(r"on disk ([0-9.]+) ms after", stderr)]
 
@@ -439,12 +458,17 @@ def main():
     # A SIGTERM stops the run like Ctrl-C does: through `finally`, which stops the broker.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     before = loadavg()
-    broker = BROKERS[kind]()
+    # Every folder of the run (broker data, state folders) goes in one, removed whatever happens.
+    tempfile.tempdir = tempfile.mkdtemp(prefix="weather-bench-")
     try:
-        say(f"{broker.title} on {broker.address}; {DAYS} days")
-        f, ref = measure(broker)
+        broker = BROKERS[kind]()
+        try:
+            say(f"{broker.title} on {broker.address}; {DAYS} days")
+            f, ref = measure(broker)
+        finally:
+            broker.stop()
     finally:
-        broker.stop()
+        shutil.rmtree(tempfile.tempdir, ignore_errors=True)
     report(broker, f, ref, (before, loadavg()))
 
 
