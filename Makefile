@@ -40,6 +40,7 @@ help:
 	@echo "make serve             live dashboard of state/ on http://127.0.0.1:8080/"
 	@echo "make install           put the weather binary on your PATH (cargo install)"
 	@echo "make bench             throughput, latency and memory next to librdkafka and kafka-python"
+	@echo "make bench BROKER=kafka  the same on Apache Kafka, with Kafka's own Java producer too"
 	@echo "make lint              cargo fmt --check and clippy -D warnings"
 
 build:
@@ -90,9 +91,9 @@ test-kafka:
 	@scripts/kafka.sh install
 	WEATHER_TEST_BROKER=kafka cargo test $(addprefix --test ,$(BROKER_SUITES) $(KAFKA_SUITES))
 
-# A broker of its own on a free port; peers from a virtualenv it makes in .bench/.
+# A broker of its own on a free port (Tansu, or BROKER=kafka: one Apache Kafka node); peers from
+# a virtualenv it makes in .bench/.
 bench: build
-	@scripts/broker.sh install
 	@scripts/bench.sh
 
 lint:

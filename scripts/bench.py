@@ -1,9 +1,12 @@
-"""`make bench`: weather side by side with librdkafka (confluent-kafka) and kafka-python, on one
-embedded broker started for the run, every figure next to its peer's from the same run.
+"""`make bench`: weather side by side with librdkafka (confluent-kafka) and kafka-python, and on
+Apache Kafka with Kafka's own Java client too, on one broker started for the run and stopped at
+its end, every figure next to its peers' from the same run.
 
-These machines are noisy: read the ratios, not the absolute times. Environment:
-BENCH_DAYS (default 200000), BENCH_LATENCY_DAYS (default 300), WEATHER (the binary),
-TANSU (the broker binary), PYTHON (the virtualenv's python, for the peers).
+These machines are noisy: read the ratios, not the absolute times. The load average before and
+after the run is printed with the table. Environment:
+BENCH_BROKER (tansu, the default, or kafka), BENCH_DAYS (default 200000), BENCH_LATENCY_DAYS
+(default 300), WEATHER (the binary), TANSU (the Tansu binary), KAFKA_HEAP (the Kafka node's heap,
+default -Xms1g -Xmx1g), PYTHON (the virtualenv's python, for the peers).
 """
 
 import json
@@ -23,8 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WEATHER = os.environ.get("WEATHER", str(ROOT / "target/release/weather"))
 PYTHON = os.environ.get("PYTHON", sys.executable)
 PEERS = str(ROOT / "scripts/bench_peers.py")
+KAFKA_SH = str(ROOT / "scripts/kafka.sh")
 DAYS = int(os.environ.get("BENCH_DAYS", "200000"))
 LATENCY_DAYS = int(os.environ.get("BENCH_LATENCY_DAYS", "300"))
+TOPIC = "temperatures"
+# About weather's record (a month name and a Report); the measured run uses the size measured.
+WARM_UP_RECORD_SIZE = 27
 
 
 def say(line):
@@ -37,13 +44,57 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for_port(port, alive, seconds, what):
+    deadline = time.time() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if not alive() or time.time() > deadline:
+                raise SystemExit(f"bench: {what} did not start")
+            time.sleep(0.05)
+
+
+# ---- brokers: what the bench needs of one, and the two it runs on --------------------------
+
 class Broker:
-    """Tansu on a free loopback port with SQLite in a temporary folder."""
+    """A broker of the bench's own, on a free loopback port with its data in a temporary folder.
+
+    `address` bootstraps every client; `title` heads the table; `fetch_wait_ms` is weather's
+    default fetch wait on this broker, which the librdkafka consumer is given too; `max_batch_bytes`
+    is the largest batch it takes (for the broker-limit producer); `java_peers` says whether
+    Kafka's own Java tools run as peers."""
+
+    title = "?"
+    fetch_wait_ms = 500
+    max_batch_bytes = 1_000_000
+    java_peers = False
+    targets = False
+
+    def before_run(self):
+        """Called before each run that reads or makes a topic: a chance to hand it a broker
+        in a clean state."""
+
+    def stop(self):
+        raise NotImplementedError
+
+
+class Tansu(Broker):
+    """Tansu 0.6.0 with SQLite in a temporary folder."""
+
+    title = "Tansu 0.6.0 (SQLite)"
+    # Tansu 0.6.0 sleeps out a fetch's whole wait, so weather waits 10 ms there (kafka::quirks).
+    fetch_wait_ms = 10
+    max_batch_bytes = 4_000_000
 
     def __init__(self):
         self.tansu = os.environ.get("TANSU") or shutil.which("tansu") or str(Path.home() / ".cargo/bin/tansu")
         if not Path(self.tansu).exists():
             raise SystemExit("bench: tansu not found; `make up` or `scripts/broker.sh install` installs it")
+        version = subprocess.run([self.tansu, "--version"], capture_output=True, text=True).stdout.split()
+        if version:
+            self.title = f"Tansu {version[-1]} (SQLite)"
         self.dir = tempfile.mkdtemp(prefix="weather-bench-")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -56,15 +107,7 @@ class Broker:
             [self.tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "sqlite://./tansu.db"],
             cwd=self.dir, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.time() > deadline:
-                    raise SystemExit(f"bench: tansu did not start; see {self.dir}/tansu.log")
-                time.sleep(0.05)
+        wait_for_port(self.port, lambda: self.process.poll() is None, 60, f"tansu (see {self.dir}/tansu.log)")
 
     def halt(self):
         self.process.terminate()
@@ -73,7 +116,7 @@ class Broker:
         except subprocess.TimeoutExpired:
             self.process.kill()
 
-    def restart(self):
+    def before_run(self):
         """Same data, new process. kafka-python's requests make Tansu 0.6.0's storage task
         panic ("more or less than one row"), which leaves the broker up but unable to serve."""
         self.halt()
@@ -84,17 +127,80 @@ class Broker:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Kafka(Broker):
+    """One Apache Kafka node (KRaft, broker and controller), started by scripts/kafka.sh, the
+    script of `make up BROKER=kafka`, with its ports and data folder given as the tests give them."""
+
+    java_peers = True
+    targets = True
+
+    def __init__(self):
+        version = subprocess.run([KAFKA_SH, "version"], capture_output=True, text=True).stdout.strip()
+        self.title = f"Apache Kafka {version} (KRaft, one node)"
+        self.dir = tempfile.mkdtemp(prefix="weather-bench-kafka-")
+        self.port = free_port()
+        controller = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = dict(os.environ, KAFKA_DIR=self.dir, KAFKA_PORTS=str(self.port),
+                        KAFKA_CONTROLLER_PORTS=str(controller),
+                        # As kafka-server-start.sh sizes it.
+                        KAFKA_HEAP=os.environ.get("KAFKA_HEAP", "-Xms1g -Xmx1g"))
+        self.env.pop("KAFKA_ADVERTISED_PORTS", None)
+        try:
+            started = self.script("up")
+        except BaseException:
+            self.stop()
+            raise
+        if started.returncode != 0:
+            self.stop()
+            raise SystemExit(f"bench: Apache Kafka did not start: {started.stdout}{started.stderr}")
+
+    def script(self, *args):
+        return subprocess.run([KAFKA_SH, *args, "kafka"], env=self.env, capture_output=True, text=True)
+
+    def tool(self, cls, *args):
+        """Runs one of Kafka's own tools under GNU time: (stdout, peak RSS in MB)."""
+        env = dict(self.env, KAFKA_TOOL_HEAP="-Xmx512m")  # as kafka-*-perf-test.sh
+        out, _, _, rss = timed([KAFKA_SH, "tool", cls, *args], env=env)
+        return out, rss
+
+    def stop(self):
+        self.script("down")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+BROKERS = {"tansu": Tansu, "kafka": Kafka}
+
+
+# ---- running things --------------------------------------------------------------------------
+
+def start(command, **kwargs):
+    """Starts `command` in a process group of its own, so `stop_group` ends it with its
+    children (GNU time's, a peer's) when the bench stops early."""
+    return subprocess.Popen(command, start_new_session=True, text=True, **kwargs)
+
+
+def stop_group(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def timed(command, env=None):
     """Runs `command` under GNU time; returns (stdout, stderr, seconds, peak RSS in MB)."""
     with tempfile.NamedTemporaryFile(mode="r") as report:
         started = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-o", report.name, "-f", "%M"] + command,
-                              capture_output=True, text=True, env=env)
+        process = start(["/usr/bin/time", "-o", report.name, "-f", "%M"] + command,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            stdout, stderr = process.communicate()
+        finally:
+            stop_group(process)
         seconds = time.perf_counter() - started
-        if done.returncode != 0:
-            raise SystemExit(f"bench: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
+        if process.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(command)} failed:\n{stdout[-1000:]}{stderr[-2000:]}")
         rss_mb = int(report.read().strip().splitlines()[-1]) / 1024
-    return done.stdout, done.stderr, seconds, rss_mb
+    return stdout, stderr, seconds, rss_mb
 
 
 def weather_env(broker):
@@ -110,16 +216,52 @@ def weather(broker, *args):
 def peer(broker, *args):
     """Runs a peer; its figure is its own timing of the work, without the interpreter's start
     or its client's close (kafka-python can take many seconds to close)."""
-    out, _, _, rss = timed([PYTHON, PEERS, *args, "--brokers", broker.address])
+    out, _, _, rss = timed([PYTHON, PEERS, *args, "--brokers", broker.address,
+                            "--fetch-wait-ms", str(broker.fetch_wait_ms),
+                            "--max-batch-bytes", str(broker.max_batch_bytes)])
     result = json.loads(out)
     return result, result.get("seconds"), rss
 
 
 def fresh_topic(broker):
-    # A new broker process on the same data first: Tansu 0.6.0's storage task sometimes
-    # panics under a peer's requests and stays up unable to serve (see Broker.restart).
-    broker.restart()
+    broker.before_run()
     weather(broker, "produce", "--reset", "--count", "0")
+
+
+def java_produce(broker, count, record_size):
+    """Kafka's own ProducerPerformance, idempotent with acks=all and unthrottled, at our average
+    record size (it sends values of that size without a key); its own summary line."""
+    out, rss = broker.tool(
+        "org.apache.kafka.tools.ProducerPerformance", "--topic", TOPIC, "--num-records", str(count),
+        "--record-size", str(record_size), "--throughput", "-1", "--producer-props", "acks=all",
+        "enable.idempotence=true", f"bootstrap.servers={broker.address}")
+    summary = re.findall(r"(\d+) records sent, ([0-9.]+) records/sec \([0-9.]+ MB/sec\), "
+                         r"([0-9.]+) ms avg latency, ([0-9.]+) ms max latency, ", out)
+    if not summary:
+        raise SystemExit(f"bench: no summary line from ProducerPerformance:\n{out[-2000:]}")
+    sent, rate, avg, worst = summary[-1]
+    if int(sent) != count:
+        raise SystemExit(f"bench: ProducerPerformance sent {sent} of {count} records")
+    return {"rate": float(rate), "avg_ms": float(avg), "max_ms": float(worst), "rss": rss}
+
+
+def java_consume(broker, count):
+    """Kafka's own ConsumerPerformance over the topic: a no-checkpoint reference, not a peer
+    doing our work. Its fetch.nMsg.sec leaves out joining its group, as the peers' figures
+    leave out their setup."""
+    out, rss = broker.tool(
+        "org.apache.kafka.tools.ConsumerPerformance", "--bootstrap-server", broker.address,
+        "--topic", TOPIC, "--messages", str(count), "--timeout", "30000", "--group", f"bench-{time.time_ns()}")
+    lines = [l for l in out.splitlines() if l.strip()]
+    header = next((l for l in lines if "nMsg.sec" in l), None)
+    if header is None:
+        raise SystemExit(f"bench: no summary from ConsumerPerformance:\n{out[-2000:]}")
+    names = [n.strip() for n in header.split(",")]
+    values = [v.strip() for v in lines[lines.index(header) + 1].split(",")]
+    row = dict(zip(names, values))
+    if int(row["data.consumed.in.nMsg"]) < count:
+        raise SystemExit(f"bench: ConsumerPerformance read {row['data.consumed.in.nMsg']} of {count} records")
+    return {"rate": float(row["fetch.nMsg.sec"]), "rss": rss}
 
 
 def percentile(values, q):
@@ -132,15 +274,124 @@ def percentile(values, q):
 def latency_weather(broker):
     fresh_topic(broker)
     state = tempfile.mkdtemp(prefix="weather-bench-state-")
-    consumer = subprocess.Popen([WEATHER, "-v", "consume", "0", "1", "2", "3", "--state-dir", state],
-                                env=weather_env(broker), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
-    weather(broker, "produce", "--count", str(LATENCY_DAYS), "--delay-ms", "100")
-    time.sleep(2)
-    consumer.send_signal(signal.SIGTERM)
-    _, stderr = consumer.communicate(timeout=30)
+    consumer = start([WEATHER, "-v", "consume", "0", "1", "2", "3", "--state-dir", state],
+                     env=weather_env(broker), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(2)
+        weather(broker, "produce", "--count", str(LATENCY_DAYS), "--delay-ms", "100")
+        time.sleep(2)
+        consumer.send_signal(signal.SIGTERM)
+        _, stderr = consumer.communicate(timeout=30)
+    finally:
+        stop_group(consumer)
     shutil.rmtree(state, ignore_errors=True)
     return [float(m) for m in re.findall(r"on disk ([0-9.]+) ms after", stderr)]
+
+
+def save_latency(saves=100):
+    """What one checkpoint save costs on the disk under the state folders right now: write a
+    4 KB file, fsync it, rename it over another, fsync the folder, as `weather consume` saves.
+    The end-to-end figures include this; on a shared machine it is most of them."""
+    folder = tempfile.mkdtemp(prefix="weather-bench-disk-")
+    took = []
+    for _ in range(saves):
+        started = time.perf_counter()
+        tmp = os.path.join(folder, "probe.json.tmp")
+        with open(tmp, "wb") as f:
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(folder, "probe.json"))
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        took.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.01)
+    shutil.rmtree(folder, ignore_errors=True)
+    return percentile(took, 50), percentile(took, 99)
+
+
+def loadavg():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+def measure(broker):
+    """Every figure, as {row: {column: value}}, plus the reference lines."""
+    f = {row: {} for row in ["produce", "consume", "p50", "p99", "produce_rss", "consume_rss"]}
+    ref = {}
+
+    if broker.java_peers:
+        # The JVM compiles its hot paths as it runs: one unmeasured round of Kafka's own
+        # producer and consumer first, so the broker runs compiled code for every figure.
+        say("warm-up: ProducerPerformance and ConsumerPerformance (not measured)")
+        fresh_topic(broker)
+        java_produce(broker, DAYS, WARM_UP_RECORD_SIZE)
+        java_consume(broker, DAYS)
+
+    say("weather produce")
+    fresh_topic(broker)
+    _, _, seconds, f["produce_rss"]["weather"] = weather(broker, "produce", "--count", str(DAYS), "--delay-ms", "0")
+    f["produce"]["weather"] = DAYS / seconds
+
+    say("weather consume (fsync'd checkpoints)")
+    state = tempfile.mkdtemp(prefix="weather-bench-state-")
+    broker.before_run()
+    _, _, seconds, f["consume_rss"]["weather"] = weather(broker, "consume", "0", "1", "2", "3",
+                                                         "--until-caught-up", "--state-dir", state)
+    f["consume"]["weather"] = DAYS / seconds
+    shutil.rmtree(state, ignore_errors=True)
+
+    for client, column in [("confluent", "librdkafka"), ("kafka-python", "kafka-python")]:
+        say(f"{client} consume (checkpoint per batch, no fsync)")
+        state = tempfile.mkdtemp(prefix="weather-bench-peer-")
+        broker.before_run()
+        result, seconds, f["consume_rss"][column] = peer(broker, "consume", "--client", client, "--state-dir", state)
+        if result["days"] != DAYS:
+            raise SystemExit(f"bench: {client} consumed {result['days']} of {DAYS} days")
+        f["consume"][column] = DAYS / seconds
+        if "key_value_bytes" in result:
+            ref["record_size"] = result["key_value_bytes"] / DAYS
+        shutil.rmtree(state, ignore_errors=True)
+
+    if broker.java_peers:
+        say("Kafka's ConsumerPerformance (no checkpoints, a reference)")
+        ref["java_consume"] = java_consume(broker, DAYS)
+
+    for client, column in [("confluent", "librdkafka"), ("kafka-python", "kafka-python"),
+                           ("broker-limit", "limit")]:
+        say(f"{client} produce")
+        fresh_topic(broker)
+        _, seconds, rss = peer(broker, "produce", "--client", client, "--count", str(DAYS))
+        f["produce"][column] = DAYS / seconds
+        f["produce_rss"][column] = rss
+
+    if broker.java_peers:
+        size = round(ref["record_size"])
+        say(f"Kafka's ProducerPerformance, {size}-byte records")
+        fresh_topic(broker)
+        java = java_produce(broker, DAYS, size)
+        f["produce"]["Java"] = java["rate"]
+        f["produce_rss"]["Java"] = java["rss"]
+        ref["java_produce"] = java
+
+    say("disk: what one fsync'd save costs now")
+    ref["save_ms"] = save_latency()
+    say(f"end to end, one day every 100 ms, {LATENCY_DAYS} days: weather")
+    ours = latency_weather(broker)
+    say("end to end: confluent-kafka")
+    fresh_topic(broker)
+    state = tempfile.mkdtemp(prefix="weather-bench-peer-")
+    result, _, _ = peer(broker, "latency", "--count", str(LATENCY_DAYS), "--state-dir", state)
+    shutil.rmtree(state, ignore_errors=True)
+    theirs = result["latencies_ms"]
+    for q in (50, 99):
+        f[f"p{q}"] = {"weather": percentile(ours, q), "librdkafka": percentile(theirs, q)}
+    ref["samples"] = (len(ours), len(theirs))
+    return f, ref
 
 
 def ratio(ours, theirs, higher_is_better=True):
@@ -149,77 +400,76 @@ def ratio(ours, theirs, higher_is_better=True):
     return f"{(ours / theirs if higher_is_better else theirs / ours):.2f}x"
 
 
+ROWS = [("produce", "produce, days/s", True), ("consume", "consume catch-up, days/s", True),
+        ("p50", "end to end p50, ms", False), ("p99", "end to end p99, ms", False),
+        ("produce_rss", "produce peak RSS, MB", False), ("consume_rss", "consume peak RSS, MB", False)]
+
+
+def report(broker, f, ref, load):
+    peers = ["librdkafka"] + (["Java"] if broker.java_peers else []) + ["kafka-python"]
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"weather-stream bench, {time.strftime('%Y-%m-%d')}: {DAYS} days, {broker.title} on loopback, "
+          f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; load {load[0]} before, {load[1]} after")
+    print(f"{'':28}{'weather':>10}" + "".join(f"{p:>14}{'ratio':>8}" for p in peers))
+    for key, name, higher in ROWS:
+        ours = f[key]["weather"]
+        line = f"{name:28}{ours:>10.1f}"
+        for p in peers:
+            theirs = f[key].get(p)
+            line += f"{theirs:>14.1f}{ratio(ours, theirs, higher):>8}" if theirs is not None else f"{'-':>14}{'-':>8}"
+        print(line)
+    limit = f["produce"]["limit"]
+    print(f"{'librdkafka acks=1, days/s':28}{limit:>10.0f}   (tuned for throughput alone: no idempotence, "
+          f"linger 50 ms, {broker.max_batch_bytes / 1e6:.0f} MB batches)")
+    if broker.java_peers:
+        jc, jp = ref["java_consume"], ref["java_produce"]
+        print(f"{'Java consume, days/s':28}{jc['rate']:>10.0f}   (ConsumerPerformance: no checkpoints, "
+              f"a reference, not a peer; {jc['rss']:.0f} MB)")
+        print(f"Java producer: ProducerPerformance, {round(ref['record_size'])}-byte values without key "
+              f"(weather's average key + value: {ref['record_size']:.1f} B), acks=all, idempotent, "
+              f"{jp['avg_ms']:.0f} ms avg / {jp['max_ms']:.0f} ms max latency; after one unmeasured run, "
+              f"its own JIT warm-up included.")
+    samples, save = ref["samples"], ref["save_ms"]
+    print(f"weather's produce rate is {f['produce']['weather'] / limit:.0%} of acks=1 librdkafka's, consume "
+          f"{f['consume']['weather'] / limit:.0%}; latency over {samples[0]} checkpoints (weather) and "
+          f"{samples[1]} days (librdkafka). Ratios: above 1 means weather is better. "
+          f"weather fsyncs every checkpoint; the peers do not: one save (write, fsync, rename, fsync "
+          f"folder) took {save[0]:.1f} ms p50, {save[1]:.1f} ms p99 on this disk before the latency runs.")
+    if broker.targets:
+        faster = max(f["produce"][p] for p in ("librdkafka", "Java"))
+        rss = max(f["produce_rss"]["weather"], f["consume_rss"]["weather"])
+        checks = [
+            ("produce >= 1.0x the faster peer", f"{f['produce']['weather'] / faster:.2f}x",
+             f["produce"]["weather"] >= faster),
+            ("consume >= 1.2x librdkafka", f"{f['consume']['weather'] / f['consume']['librdkafka']:.2f}x",
+             f["consume"]["weather"] >= 1.2 * f["consume"]["librdkafka"]),
+            ("end to end p99 < 20 ms", f"{f['p99']['weather']:.1f} ms", f["p99"]["weather"] < 20),
+            ("peak RSS <= 16 MB", f"{rss:.1f} MB", rss <= 16),
+        ]
+        print("targets: " + "; ".join(f"{name}: {value} {'met' if ok else 'MISSED'}" for name, value, ok in checks))
+
+
 def main():
+    kind = os.environ.get("BENCH_BROKER", "tansu")
+    if kind not in BROKERS:
+        raise SystemExit(f"bench: BENCH_BROKER={kind!r}: use one of {', '.join(BROKERS)}")
     if not Path(WEATHER).exists():
         raise SystemExit(f"bench: {WEATHER} missing; `make build` first")
-    broker = Broker()
+    # A SIGTERM stops the run like Ctrl-C does: through `finally`, which stops the broker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    before = loadavg()
+    # Every folder of the run (broker data, state folders) goes in one, removed whatever happens.
+    tempfile.tempdir = tempfile.mkdtemp(prefix="weather-bench-")
     try:
-        say(f"broker on {broker.address}; {DAYS} days")
-
-        say("weather produce")
-        fresh_topic(broker)
-        _, _, seconds, produce_rss = weather(broker, "produce", "--count", str(DAYS), "--delay-ms", "0")
-        ours_produce = DAYS / seconds
-
-        say("weather consume (fsync'd checkpoints)")
-        state = tempfile.mkdtemp(prefix="weather-bench-state-")
-        _, _, seconds, consume_rss = weather(broker, "consume", "0", "1", "2", "3",
-                                             "--until-caught-up", "--state-dir", state)
-        ours_consume = DAYS / seconds
-        shutil.rmtree(state, ignore_errors=True)
-
-        peers_consume, peers_consume_rss = {}, {}
-        for client in ["confluent", "kafka-python"]:
-            say(f"{client} consume (checkpoint per batch, no fsync)")
-            broker.restart()
-            state = tempfile.mkdtemp(prefix="weather-bench-peer-")
-            result, seconds, rss = peer(broker, "consume", "--client", client, "--state-dir", state)
-            if result["days"] != DAYS:
-                raise SystemExit(f"bench: {client} consumed {result['days']} of {DAYS} days")
-            peers_consume[client] = DAYS / seconds
-            peers_consume_rss[client] = rss
-            shutil.rmtree(state, ignore_errors=True)
-
-        peers_produce, peers_produce_rss = {}, {}
-        for client in ["confluent", "kafka-python", "broker-limit"]:
-            say(f"{client} produce")
-            fresh_topic(broker)
-            _, seconds, rss = peer(broker, "produce", "--client", client, "--count", str(DAYS))
-            peers_produce[client] = DAYS / seconds
-            peers_produce_rss[client] = rss
-
-        say(f"end to end, one day every 100 ms, {LATENCY_DAYS} days: weather")
-        ours_latency = latency_weather(broker)
-        say("end to end: confluent-kafka")
-        fresh_topic(broker)
-        state = tempfile.mkdtemp(prefix="weather-bench-peer-")
-        result, _, _ = peer(broker, "latency", "--count", str(LATENCY_DAYS), "--state-dir", state)
-        shutil.rmtree(state, ignore_errors=True)
-        peer_latency = result["latencies_ms"]
+        broker = BROKERS[kind]()
+        try:
+            say(f"{broker.title} on {broker.address}; {DAYS} days")
+            f, ref = measure(broker)
+        finally:
+            broker.stop()
     finally:
-        broker.stop()
-
-    limit = peers_produce["broker-limit"]
-    c, k = "confluent", "kafka-python"
-    rows = [
-        ("produce, days/s", ours_produce, peers_produce[c], peers_produce[k], True),
-        ("consume catch-up, days/s", ours_consume, peers_consume[c], peers_consume[k], True),
-        ("end to end p50, ms", percentile(ours_latency, 50), percentile(peer_latency, 50), None, False),
-        ("end to end p99, ms", percentile(ours_latency, 99), percentile(peer_latency, 99), None, False),
-        ("produce peak RSS, MB", produce_rss, peers_produce_rss[c], peers_produce_rss[k], False),
-        ("consume peak RSS, MB", consume_rss, peers_consume_rss[c], peers_consume_rss[k], False),
-    ]
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"weather-stream bench, {time.strftime('%Y-%m-%d')}: {DAYS} days, Tansu 0.6.0 (SQLite) on loopback, "
-          f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}")
-    print(f"{'':28}{'weather':>10}{'librdkafka':>12}{'ratio':>8}{'kafka-python':>14}{'ratio':>8}")
-    for name, ours, rd, kp, higher in rows:
-        kp_text = f"{kp:>14.1f}{ratio(ours, kp, higher):>8}" if kp is not None else f"{'-':>14}{'-':>8}"
-        print(f"{name:28}{ours:>10.1f}{rd:>12.1f}{ratio(ours, rd, higher):>8}{kp_text}")
-    print(f"{'broker limit, days/s':28}{limit:>10.0f}   (librdkafka, acks=1, linger 50 ms, 4 MB batches)")
-    print(f"weather's produce rate is {ours_produce / limit:.0%} of it, consume {ours_consume / limit:.0%}; "
-          f"latency over {len(ours_latency)} checkpoints (weather) and {len(peer_latency)} days (librdkafka). "
-          f"Ratios: above 1 means weather is better. weather fsyncs every checkpoint; the peers do not.")
+        shutil.rmtree(tempfile.tempdir, ignore_errors=True)
+    report(broker, f, ref, (before, loadavg()))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ One command a run, so that each gets its own process and its own peak RSS:
     bench_peers.py consume  --client confluent|kafka-python --state-dir DIR
     bench_peers.py latency  --state-dir DIR --count N          (confluent producer + consumer)
 
+--fetch-wait-ms is what the confluent consumer waits at the end of a partition (weather's
+default on the broker: Tansu 10, Kafka 500); --max-batch-bytes bounds the broker-limit
+producer's batches (the broker's largest: Kafka takes about 1 MB).
+
 Each prints one JSON object on stdout with what it measured.
 """
 
@@ -55,19 +59,20 @@ def days(count, start=date(2000, 1, 1)):
 
 # ---- producers -----------------------------------------------------------------------------
 
-def produce_confluent(brokers, count, tuned_for_limit=False, delay=0.0, linger_ms=20):
+def produce_confluent(brokers, count, tuned_for_limit=False, delay=0.0, linger_ms=20,
+                      max_batch_bytes=4_000_000):
     from confluent_kafka import Producer
 
     if tuned_for_limit:
         # The broker's own limit: no idempotence, leader ack only, long linger, big batches.
-        config = {"acks": "1", "linger.ms": 50, "batch.size": 4_000_000}
+        config = {"acks": "1", "linger.ms": 50, "batch.size": max_batch_bytes}
     else:
         config = {"enable.idempotence": True, "acks": "all", "linger.ms": linger_ms, "batch.size": 1_000_000}
     config.update({
         "bootstrap.servers": brokers,
         # librdkafka's default partitioner differs from Kafka's; this one agrees with ours.
         "partitioner": "murmur2_random",
-        "message.max.bytes": 4_500_000 if tuned_for_limit else 1_000_000,
+        "message.max.bytes": max(max_batch_bytes + 500_000, 1_000_000) if tuned_for_limit else 1_000_000,
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
     })
@@ -146,18 +151,19 @@ class Stats:
         os.replace(path + ".tmp", path)
 
 
-def consume_confluent(brokers, folder, partitions=(0, 1, 2, 3), on_saved=None, stop=None, wait=0.5):
+def consume_confluent(brokers, folder, partitions=(0, 1, 2, 3), on_saved=None, stop=None, wait=0.5,
+                      fetch_wait_ms=10):
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": "bench-peer",
                          "enable.auto.commit": False, "fetch.max.bytes": 4 << 20,
-                         # As weather: Tansu 0.6.0 sleeps out the whole fetch wait.
-                         "fetch.wait.max.ms": 10})
+                         # As weather on this broker: Tansu 0.6.0 sleeps out the whole wait.
+                         "fetch.wait.max.ms": fetch_wait_ms})
     ends = {p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1] for p in partitions}
     stats = {p: Stats(p, 0) for p in partitions}
     consumer.assign([TopicPartition(TOPIC, p, 0) for p in partitions])
     started = time.perf_counter()
-    counted = 0
+    counted = size = 0
     while True:
         if stop is None and all(stats[p].offset >= ends[p] for p in partitions):
             break
@@ -173,13 +179,15 @@ def consume_confluent(brokers, folder, partitions=(0, 1, 2, 3), on_saved=None, s
             s.offset = message.offset() + 1
             touched.add(s.partition)
             counted += 1
+            size += len(message.key() or b"") + len(message.value() or b"")
         for p in touched:
             stats[p].save(folder)
             if on_saved:
                 on_saved([m for m in batch if not m.error() and m.partition() == p])
     elapsed = time.perf_counter() - started
     consumer.close()
-    return {"days": counted, "seconds": elapsed}
+    # Key and value bytes read: the record size Kafka's own ProducerPerformance is given.
+    return {"days": counted, "seconds": elapsed, "key_value_bytes": size}
 
 
 def consume_kafka_python(brokers, folder, partitions=(0, 1, 2, 3)):
@@ -208,7 +216,7 @@ def consume_kafka_python(brokers, folder, partitions=(0, 1, 2, 3)):
     return {"days": counted, "seconds": elapsed}
 
 
-def latency_confluent(brokers, folder, count, delay):
+def latency_confluent(brokers, folder, count, delay, fetch_wait_ms):
     """The peer's end to end: confluent producer at the seed's rate, confluent consumer
     writing its files; latency = file replaced minus the record's timestamp."""
     latencies = []
@@ -220,7 +228,8 @@ def latency_confluent(brokers, folder, count, delay):
 
     reader = threading.Thread(target=consume_confluent, args=(brokers, folder),
                               # consume() waits for a full batch or the timeout: keep it short.
-                              kwargs={"on_saved": saved, "stop": stop, "wait": 0.005})
+                              kwargs={"on_saved": saved, "stop": stop, "wait": 0.005,
+                                      "fetch_wait_ms": fetch_wait_ms})
     reader.start()
     time.sleep(2)
     produce_confluent(brokers, count, delay=delay, linger_ms=0)
@@ -241,20 +250,26 @@ def main():
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--delay-ms", type=float, default=100)
     parser.add_argument("--state-dir")
+    parser.add_argument("--fetch-wait-ms", type=int, default=10)
+    parser.add_argument("--max-batch-bytes", type=int, default=4_000_000)
     args = parser.parse_args()
 
     if args.command == "produce":
         if args.client == "kafka-python":
             result = produce_kafka_python(args.brokers, args.count)
         else:
-            result = produce_confluent(args.brokers, args.count, tuned_for_limit=args.client == "broker-limit")
+            result = produce_confluent(args.brokers, args.count, tuned_for_limit=args.client == "broker-limit",
+                                       max_batch_bytes=args.max_batch_bytes)
     elif args.command == "consume":
         os.makedirs(args.state_dir, exist_ok=True)
-        consume = consume_kafka_python if args.client == "kafka-python" else consume_confluent
-        result = consume(args.brokers, args.state_dir)
+        if args.client == "kafka-python":
+            result = consume_kafka_python(args.brokers, args.state_dir)
+        else:
+            result = consume_confluent(args.brokers, args.state_dir, fetch_wait_ms=args.fetch_wait_ms)
     else:
         os.makedirs(args.state_dir, exist_ok=True)
-        result = latency_confluent(args.brokers, args.state_dir, args.count, args.delay_ms / 1000)
+        result = latency_confluent(args.brokers, args.state_dir, args.count, args.delay_ms / 1000,
+                                   args.fetch_wait_ms)
     json.dump(result, sys.stdout)
 
 

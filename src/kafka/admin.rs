@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::KafkaError;
 use super::backoff::Backoff;
-use super::metadata::ClusterView;
+use super::metadata::{ClusterView, TopicInfo};
 use super::wire::Connection;
 
 const CREATE_TOPICS: RangeInclusive<i16> = 2..=7;
@@ -21,6 +21,8 @@ const CREATE_TOPICS: RangeInclusive<i16> = 2..=7;
 const CREATE_TIMEOUT_MS: i32 = 30_000;
 /// How long a deleted topic may take to disappear (Kafka deletes in the background).
 const DELETE_WAIT: Duration = Duration::from_secs(60);
+/// How long a created topic may take to be listed by the broker we ask.
+const CREATE_WAIT: Duration = Duration::from_secs(30);
 
 /// The topic-level `min.insync.replicas` for a replication factor: with three copies, two
 /// must have a write before it is acknowledged (one broker may be down, and an acknowledged
@@ -101,6 +103,30 @@ pub async fn create_topic(
                 });
             }
         }
+    }
+}
+
+/// Waits until the cluster lists `topic` (after a create); `None` if it still does not after
+/// `CREATE_WAIT`. Kafka's brokers learn of a topic from the controller's metadata log a moment
+/// after CreateTopics answers, so a Metadata request in between says UNKNOWN_TOPIC_OR_PARTITION
+/// (seen on 4.1.1 for a topic recreated right after its delete).
+pub async fn wait_until_listed(
+    view: &ClusterView,
+    topic: &str,
+) -> Result<Option<TopicInfo>, KafkaError> {
+    let mut backoff = Backoff::default();
+    let started = tokio::time::Instant::now();
+    loop {
+        let listed = view.topic(topic).await?;
+        // Listed, and led: a partition without a leader yet cannot be written or read.
+        let ready = listed
+            .as_ref()
+            .is_some_and(|t| t.partitions.values().all(|p| p.leader.is_some()));
+        if ready || started.elapsed() > CREATE_WAIT {
+            return Ok(listed);
+        }
+        debug!("{topic}: created, not listed yet; waiting");
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

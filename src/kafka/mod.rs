@@ -39,9 +39,6 @@ pub use fetch::{Fetched, FetchedRecord, Partition, is_offset_out_of_range};
 pub use rskafka::client::error::Error as ClientError;
 pub use rskafka::client::error::ProtocolError;
 
-/// How long a topic just created may take to be listed with a leader for every partition.
-const TOPIC_APPEARS: Duration = Duration::from_secs(30);
-
 /// How long one request may keep retrying inside rskafka before we see the error.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -288,25 +285,15 @@ impl Cluster {
                 "created topic {topic} ({partitions} partitions, replication factor {replication_factor}, min.insync.replicas {min_insync})"
             );
         }
-        // Kafka's brokers learn of a new topic from the controller a moment after it answers,
-        // so the first look may not see it, or see partitions without a leader yet. Another
-        // client may also have made it meanwhile with another shape: its count is what counts.
-        let mut backoff = Backoff::default();
-        let started = tokio::time::Instant::now();
-        loop {
-            match self.describe(topic).await? {
-                Some(info) if info.partitions.values().all(|p| p.leader.is_some()) => {
-                    return Ok(info.partitions.len() as i32);
-                }
-                _ if started.elapsed() > TOPIC_APPEARS => {
-                    return Err(KafkaError::NoTopic {
-                        topic: topic.into(),
-                        brokers: self.brokers.clone(),
-                    });
-                }
-                _ => tokio::time::sleep(backoff.next_delay()).await,
-            }
-        }
+        // Another client may have made it meanwhile with another shape: ask again, until
+        // the broker lists it (`admin::wait_until_listed`).
+        admin::wait_until_listed(&self.view, topic)
+            .await?
+            .map(|t| t.partitions.len() as i32)
+            .ok_or_else(|| KafkaError::NoTopic {
+                topic: topic.into(),
+                brokers: self.brokers.clone(),
+            })
     }
 
     /// Deletes `topic` if it exists, and waits until the cluster no longer lists it, so that
