@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::KafkaError;
 use super::backoff::Backoff;
-use super::metadata::ClusterView;
+use super::metadata::{ClusterView, TopicInfo};
 use super::wire::Connection;
 
 const CREATE_TOPICS: RangeInclusive<i16> = 2..=7;
@@ -21,6 +21,8 @@ const CREATE_TOPICS: RangeInclusive<i16> = 2..=7;
 const CREATE_TIMEOUT_MS: i32 = 30_000;
 /// How long a deleted topic may take to disappear (Kafka deletes in the background).
 const DELETE_WAIT: Duration = Duration::from_secs(60);
+/// How long a created topic may take to show in Metadata answers.
+const CREATE_WAIT: Duration = Duration::from_secs(30);
 
 /// The topic-level `min.insync.replicas` for a replication factor: with three copies, two
 /// must have a write before it is acknowledged (one broker may be down, and an acknowledged
@@ -118,6 +120,27 @@ pub async fn wait_until_gone(view: &ClusterView, topic: &str) -> Result<(), Kafk
         tokio::time::sleep(backoff.next_delay()).await;
     }
     Ok(())
+}
+
+/// Waits until the cluster lists `topic` (after a create), up to `CREATE_WAIT`; `None` if it
+/// never does. Apache Kafka answers CreateTopics once its controller has the topic, and a
+/// broker's Metadata answer can lag behind that for a moment: a program that asks at once
+/// may be told the topic it just created does not exist.
+pub async fn wait_until_listed(
+    view: &ClusterView,
+    topic: &str,
+) -> Result<Option<TopicInfo>, KafkaError> {
+    let mut backoff = Backoff::default();
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(info) = view.topic(topic).await? {
+            return Ok(Some(info));
+        }
+        if started.elapsed() > CREATE_WAIT {
+            return Ok(None);
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
 }
 
 /// A connection to the first bootstrap broker that takes one. Any broker of a KRaft cluster

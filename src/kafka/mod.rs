@@ -284,9 +284,11 @@ impl Cluster {
                 "created topic {topic} ({partitions} partitions, replication factor {replication_factor}, min.insync.replicas {min_insync})"
             );
         }
-        // Another client may have made it meanwhile with another shape: ask again.
-        self.partition_count(topic)
+        // Another client may have made it meanwhile with another shape: ask again, once the
+        // cluster lists it.
+        admin::wait_until_listed(&self.view, topic)
             .await?
+            .map(|info| info.partitions.len() as i32)
             .ok_or_else(|| KafkaError::NoTopic {
                 topic: topic.into(),
                 brokers: self.brokers.clone(),
