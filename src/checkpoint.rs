@@ -8,6 +8,11 @@
 //! the files it owns (`OwnedFile`, which holds the partition's `lock`), so there is one writer.
 //! A file that cannot be read as a partition file is reported and never overwritten, and a
 //! checkpoint that would not load again is never written.
+//!
+//! A file also says which topic it counts (`TopicIdentity`: the name, and the topic id that
+//! tells a recreated topic from the old one), so that a consumer never adds one topic's
+//! records to another's statistics; files of the first format, which say nothing of their
+//! topic, still load, with `topic` left `None`.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -20,9 +25,14 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use time::{Date, Month};
 
+use crate::kafka::metadata::TopicInfo;
 use crate::lock::PartitionLock;
 use crate::report::{format_date, month_name, parse_date, parse_month};
 use crate::stats::{Days, MonthStats, PartitionStats};
+
+/// The partition file format this version writes. Files without a `format` key are the
+/// first format: the seed's keys (and `days`, added inside each year since), and no topic.
+pub const FORMAT: u32 = 2;
 
 /// What one partition file holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +40,58 @@ pub struct Checkpoint {
     pub partition: i32,
     /// The next offset to read: every record before it is in `stats`.
     pub offset: i64,
+    /// The topic the statistics were counted from; `None` in a file of the first format, which
+    /// did not say. A consumer takes such a file as its own topic's, and its next save says so.
+    pub topic: Option<TopicIdentity>,
     pub stats: PartitionStats,
+}
+
+/// Which topic a partition file counts. Offsets mean something only within one topic: a
+/// topic of another name, or one deleted and recreated under the same name, has other
+/// records at the same offsets, so a file resumed on it would mix two topics in one count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicIdentity {
+    pub name: String,
+    pub instance: TopicInstance,
+}
+
+/// Which topic of that name: what changes when a topic is deleted and created again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicInstance {
+    /// Kafka's topic id (Metadata v10 and later), as Kafka prints it: a new one for every
+    /// topic created, whatever its name.
+    Id(String),
+    /// The partition count, where the broker gives no topic id (an all-zero id: Tansu 0.6.0 can
+    /// answer so). It is the best mark there is then, and a weak one: a topic recreated with
+    /// as many partitions looks the same (only an offset beyond the new end gives it away),
+    /// and a topic given more partitions looks like another topic, and is refused.
+    Partitions(i32),
+}
+
+impl TopicIdentity {
+    /// The topic `name` as the cluster describes it now.
+    pub fn of(name: &str, info: &TopicInfo) -> Self {
+        let instance = match info.id_text() {
+            Some(id) => TopicInstance::Id(id),
+            None => TopicInstance::Partitions(info.partitions.len() as i32),
+        };
+        Self {
+            name: name.into(),
+            instance,
+        }
+    }
+}
+
+/// `topic "temperatures" (id lTxKwaGdT9uSU5X5v1bp_w)`, as the error lines name it.
+impl std::fmt::Display for TopicIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.instance {
+            TopicInstance::Id(id) => write!(f, "topic {:?} (id {id})", self.name),
+            TopicInstance::Partitions(n) => {
+                write!(f, "topic {:?} ({n} partitions, no topic id)", self.name)
+            }
+        }
+    }
 }
 
 impl Checkpoint {
@@ -39,7 +100,16 @@ impl Checkpoint {
         Self {
             partition,
             offset,
+            topic: None,
             stats: PartitionStats::default(),
+        }
+    }
+
+    /// The same checkpoint, counting `topic`.
+    pub fn of_topic(self, topic: TopicIdentity) -> Self {
+        Self {
+            topic: Some(topic),
+            ..self
         }
     }
 
@@ -50,9 +120,34 @@ impl Checkpoint {
 
     /// Parses a partition file's text, checking everything a reader relies on.
     pub fn from_json(text: &str) -> Result<Self, Unusable> {
+        // The format first: a newer one may hold keys this version would take for months.
+        let FormatOnly { format } =
+            serde_json::from_str(text).map_err(|e| Unusable::Invalid(e.to_string()))?;
+        if let Some(format) = format.filter(|f| *f != u64::from(FORMAT)) {
+            return Err(Unusable::Invalid(format!(
+                "format {format} is not one this version reads (format {FORMAT}, or none for the first)"
+            )));
+        }
         let raw: RawCheckpoint =
             serde_json::from_str(text).map_err(|e| Unusable::Invalid(e.to_string()))?;
         let invalid = |reason: String| Err(Unusable::Invalid(reason));
+        let topic = match (raw.format, raw.topic, raw.topic_id, raw.topic_partitions) {
+            (None, None, None, None) => None,
+            (None, ..) => return invalid("it names a topic but no format".into()),
+            (Some(_), Some(name), Some(id), None) => Some(TopicIdentity {
+                name,
+                instance: TopicInstance::Id(id),
+            }),
+            (Some(_), Some(name), None, Some(count)) => Some(TopicIdentity {
+                name,
+                instance: TopicInstance::Partitions(count),
+            }),
+            (Some(_), ..) => {
+                return invalid(format!(
+                    "format {FORMAT} names its topic, and either topic_id or topic_partitions"
+                ));
+            }
+        };
         let mut stats = PartitionStats::default();
         let mut days_unknown = None;
         for (name, years) in raw.months {
@@ -100,6 +195,7 @@ impl Checkpoint {
         let checkpoint = Self {
             partition: raw.partition,
             offset: raw.offset,
+            topic,
             stats,
         };
         checkpoint.check().map_err(Unusable::Invalid)?;
@@ -118,6 +214,15 @@ impl Checkpoint {
         }
         if self.offset < 0 {
             return Err(format!("offset {} is negative", self.offset));
+        }
+        if let Some(topic) = &self.topic {
+            let named = match &topic.instance {
+                TopicInstance::Id(id) => !id.is_empty(),
+                TopicInstance::Partitions(count) => *count > self.partition,
+            };
+            if topic.name.is_empty() || !named {
+                return Err(format!("{topic} is not a topic this partition can be of"));
+            }
         }
         for (&month, years) in &self.stats.months {
             for (&year, m) in years {
@@ -167,8 +272,20 @@ pub enum Unusable {
 struct RawCheckpoint {
     partition: i32,
     offset: i64,
+    // The keys of format 2, named so that they are not taken for months: every key not named
+    // here is flattened into `months`. Absent in files of the first format.
+    format: Option<u64>,
+    topic: Option<String>,
+    topic_id: Option<String>,
+    topic_partitions: Option<i32>,
     #[serde(flatten)]
     months: BTreeMap<String, BTreeMap<String, RawMonth>>,
+}
+
+/// The one key read before the rest.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +303,17 @@ impl Serialize for Checkpoint {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("partition", &self.partition)?;
         map.serialize_entry("offset", &self.offset)?;
+        // A checkpoint without its topic is written in the first format, as it was read.
+        if let Some(topic) = &self.topic {
+            map.serialize_entry("format", &FORMAT)?;
+            map.serialize_entry("topic", &topic.name)?;
+            match &topic.instance {
+                TopicInstance::Id(id) => map.serialize_entry("topic_id", id)?,
+                TopicInstance::Partitions(count) => {
+                    map.serialize_entry("topic_partitions", count)?
+                }
+            }
+        }
         for (month, years) in month_entries(&self.stats) {
             map.serialize_entry(month, &years)?;
         }
@@ -566,6 +694,10 @@ mod tests {
         Checkpoint {
             partition: 0,
             offset: 5060,
+            topic: Some(TopicIdentity {
+                name: "temperatures".into(),
+                instance: TopicInstance::Id("lTxKwaGdT9uSU5X5v1bp_w".into()),
+            }),
             stats,
         }
     }
@@ -593,6 +725,63 @@ mod tests {
         // Months come in calendar order in the text.
         let text = sample().to_json();
         assert!(text.find("\"March\"").unwrap() < text.find("\"August\"").unwrap());
+        // The topic, after the seed's two fixed keys.
+        assert_eq!(json["format"], FORMAT);
+        assert_eq!(json["topic"], "temperatures");
+        assert_eq!(json["topic_id"], "lTxKwaGdT9uSU5X5v1bp_w");
+        let keys = [
+            "partition",
+            "offset",
+            "format",
+            "topic",
+            "topic_id",
+            "March",
+            "August",
+        ];
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| text.find(&format!("\n  \"{k}\":")).unwrap())
+            .collect();
+        assert!(at.is_sorted(), "{text}");
+        assert_eq!(json.as_object().unwrap().len(), keys.len());
+    }
+
+    #[test]
+    fn the_topic_keys_are_not_months_and_read_back() {
+        let file = sample().to_json();
+        assert_eq!(Checkpoint::from_json(&file).unwrap(), sample());
+        // Without an id from the broker, the partition count stands in for it.
+        let mut counted = sample();
+        counted.topic = Some(TopicIdentity {
+            name: "other".into(),
+            instance: TopicInstance::Partitions(4),
+        });
+        let text = counted.to_json();
+        assert!(text.contains("\"topic_partitions\": 4") && !text.contains("topic_id"));
+        assert_eq!(Checkpoint::from_json(&text).unwrap(), counted);
+        assert_eq!(
+            counted.topic.unwrap().to_string(),
+            "topic \"other\" (4 partitions, no topic id)"
+        );
+    }
+
+    #[test]
+    fn a_file_of_the_first_format_loads_without_a_topic_and_is_saved_with_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PartitionFile::new(dir.path(), 0);
+        let mut old = sample();
+        old.topic = None;
+        let text = old.to_json();
+        assert!(
+            !text.contains("format") && !text.contains("topic"),
+            "{text}"
+        );
+        fs::write(file.path(), &text).unwrap();
+        let loaded = file.load().unwrap().unwrap();
+        assert_eq!(loaded, old);
+        file.save(&loaded.of_topic(sample().topic.unwrap()))
+            .unwrap();
+        assert_eq!(file.load().unwrap().unwrap(), sample());
     }
 
     #[test]
@@ -615,6 +804,14 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..200 {
             let mut c = Checkpoint::empty(rng.i32(0..12), rng.i64(0..i64::MAX));
+            if rng.bool() {
+                let instance = match rng.bool() {
+                    true => TopicInstance::Id("AAAAAAAAAAAAAAAAAAAAAQ".into()),
+                    false => TopicInstance::Partitions(rng.i32(c.partition + 1..100)),
+                };
+                let name = "t".repeat(rng.usize(1..9));
+                c = c.of_topic(TopicIdentity { name, instance });
+            }
             for _ in 0..rng.usize(0..60) {
                 let date = date!(1900 - 01 - 01) + time::Duration::days(rng.i64(0..60_000));
                 let degrees = match rng.u8(0..4) {
@@ -761,6 +958,18 @@ mod tests {
             br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1, "sum": 1.0, "start": "2000-03-01", "end": "2000-03-01", "days": 2}}}"#.to_vec(),
             br#"{"partition": 0, "offset": 10, "March": {"2000": {"count": 1, "sum": 1.0, "start": "2000-03-01", "end": "2000-03-01", "days": -1}}}"#.to_vec(),
             vec![0xff, 0xfe, 0x00],
+            // A format this version does not know, with a key it would take for a month.
+            br#"{"partition": 0, "offset": 10, "format": 3, "topic": "t", "zone": {}}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "format": "2", "topic": "t", "topic_id": "x"}"#.to_vec(),
+            // Topic keys that do not go together.
+            br#"{"partition": 0, "offset": 10, "topic": "t", "topic_id": "x"}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "format": 2}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "format": 2, "topic_id": "x"}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "format": 2, "topic": "t", "topic_id": "x", "topic_partitions": 4}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "format": 2, "topic": "", "topic_id": "x"}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "format": 2, "topic": "t", "topic_id": ""}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "format": 2, "topic": "t", "topic_partitions": 0}"#.to_vec(),
+            br#"{"partition": 0, "offset": 10, "format": 2, "topic": 7, "topic_id": "x"}"#.to_vec(),
         ];
         for bytes in bad_inputs {
             fs::write(file.path(), &bytes).unwrap();

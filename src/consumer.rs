@@ -5,13 +5,16 @@
 //! the file. Statistics and offset are saved together, so every report counts exactly once
 //! across any crash (see `checkpoint` for the write, `stats` for the dedup rule and `lock` for
 //! why a file has one writer).
+//!
+//! A file counts one topic (`checkpoint::TopicIdentity`): a file of another is refused at
+//! start.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::{self, Checkpoint, CheckpointError, OwnedFile};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, OwnedFile, TopicIdentity};
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, GroupError, GroupOptions};
 use crate::kafka::outage::OutageWatch;
@@ -72,6 +75,17 @@ pub enum ConsumeError {
         partition: i32,
         offset: i64,
         end: i64,
+    },
+    #[error(
+        "{path} counts {file}, not {topic}; it was left as it is: use another --state-dir for {:?}, or run with --reset-state to count partition {partition} of it from the start (the old file is kept as .bak)",
+        .topic.name
+    )]
+    OtherTopic {
+        path: PathBuf,
+        partition: i32,
+        // Boxed, as every error of a program's edge is as large as its largest.
+        file: Box<TopicIdentity>,
+        topic: Box<TopicIdentity>,
     },
     #[error("cannot create state folder {path}: {source}")]
     StateDir {
@@ -233,10 +247,13 @@ async fn open_partitions(
             None => return Ok(Vec::new()),
         }
     }
+    // Described once for all: the topic every file must count.
+    let info = cluster.require_described(&options.topic).await?;
+    let topic = TopicIdentity::of(&options.topic, &info);
     let mut opened = Vec::new();
     for file in owned {
         let partition = cluster.partition(&options.topic, file.partition()).await?;
-        let start = starting_point(&partition, &file, reset).await?;
+        let start = starting_point(&partition, &file, reset, &topic).await?;
         opened.push((partition, file, start));
     }
     let mut leftovers = Vec::new();
@@ -277,23 +294,48 @@ struct Start {
 }
 
 /// Where a partition starts: its file, or the earliest offset. Fails, saying nothing else,
-/// on a file that cannot be used or a folder where it cannot be replaced.
+/// on a file that cannot be used (another topic's among them) or a folder where it cannot be
+/// replaced.
 async fn starting_point(
     partition: &Partition,
     file: &OwnedFile,
     reset: bool,
+    topic: &TopicIdentity,
 ) -> Result<Start, ConsumeError> {
     let id = partition.id();
     let mut notes = Vec::new();
     // With --reset-state the file is set aside, once every partition has passed its checks.
     let loaded = if reset { None } else { file.load()? };
+    // Which topic first: a recreated topic's offsets may well lie beyond the file's, but the
+    // topic is what the user has to decide about.
+    let mut adopted = false;
+    let loaded = match loaded {
+        Some(c) => match &c.topic {
+            Some(counted) if counted != topic => {
+                return Err(ConsumeError::OtherTopic {
+                    path: file.path(),
+                    partition: id,
+                    file: Box::new(counted.clone()),
+                    topic: Box::new(topic.clone()),
+                });
+            }
+            Some(_) => Some(c),
+            // A file of the first format: nothing says it is not this topic's. Taking it as
+            // this topic's is what every earlier version did with it.
+            None => {
+                adopted = true;
+                Some(c.of_topic(topic.clone()))
+            }
+        },
+        None => None,
+    };
     let (earliest, end) = partition.offsets().await?;
     let checkpoint = match loaded {
         None => {
             notes.push(format!(
                 "partition {id}: no state file, starting at the earliest offset {earliest}"
             ));
-            Checkpoint::empty(id, earliest)
+            Checkpoint::empty(id, earliest).of_topic(topic.clone())
         }
         Some(c) if c.offset > end => {
             return Err(ConsumeError::BeyondEnd {
@@ -312,8 +354,15 @@ async fn starting_point(
             c
         }
         Some(c) => {
+            let adoption = if adopted {
+                format!(
+                    ", which does not say which topic it counts (an earlier version wrote it): taken as {topic}'s, as its next save will say"
+                )
+            } else {
+                String::new()
+            };
             notes.push(format!(
-                "partition {id}: resuming at offset {} from {}",
+                "partition {id}: resuming at offset {} from {}{adoption}",
                 c.offset,
                 file.path().display()
             ));

@@ -14,11 +14,12 @@
 //!   order) and the skip rule for records that are not reports (or not plausible temperatures).
 //! - `checkpoint`: the partition files, and the only place files are written durably
 //!   (a temporary file of each save's own, fsync, rename, fsync the folder); a checkpoint that
-//!   would not load again is refused.
+//!   would not load again is refused. Each file names the topic it counts (`TopicIdentity`).
 //! - `lock`: one writer per partition file: the flock a consumer holds on `partition-N.lock`
 //!   from before it loads a partition until after its last save.
 //! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
-//!   partition, on a list given by hand or on what a consumer group assigns.
+//!   partition, on a list given by hand or on what a consumer group assigns. It refuses a file
+//!   of another topic.
 //! - `debug`: `weather debug`, a consumer group member that prints what arrives.
 //! - `verify`: `weather verify`, which recomputes the files from the topic.
 //! - `plot`: the SVG chart of monthly averages.

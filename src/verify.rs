@@ -2,11 +2,13 @@
 //! reading from the partition's first record up to the file's offset, and compares.
 //!
 //! It uses the same `stats` rules as the consumer but none of its state, so a file that
-//! counted a day twice, missed one, or moved its offset without its statistics shows up.
+//! counted a day twice, missed one, or moved its offset without its statistics shows up. A
+//! file that counts another topic (another name, or this name before it was recreated) is a
+//! problem of its own: its offsets mean nothing in this topic, so it is not compared.
 
 use std::path::Path;
 
-use crate::checkpoint::{CheckpointError, partition_files};
+use crate::checkpoint::{CheckpointError, TopicIdentity, partition_files};
 use crate::kafka::{Cluster, KafkaError, Partition};
 use crate::stats::PartitionStats;
 
@@ -50,7 +52,9 @@ pub async fn run(
     if files.is_empty() {
         return Err(VerifyError::NoFiles(state_dir.display().to_string()));
     }
-    let count = cluster.require_topic(topic).await?;
+    let info = cluster.require_described(topic).await?;
+    let count = info.partitions.len() as i32;
+    let identity = TopicIdentity::of(topic, &info);
     let mut verdicts = Vec::new();
     for file in files {
         let checkpoint = match file.load() {
@@ -72,6 +76,14 @@ pub async fn run(
             reports: 0,
             problems: Vec::new(),
         };
+        // A file of the first format does not say; it is compared, as it always was.
+        if let Some(counted) = checkpoint.topic.as_ref().filter(|t| **t != identity) {
+            verdict.problems.push(format!(
+                "the file counts {counted}, not {identity}, so it was not compared"
+            ));
+            verdicts.push(verdict);
+            continue;
+        }
         if checkpoint.partition >= count {
             verdict.problems.push(format!(
                 "topic {topic:?} has no partition {} (it has {count})",

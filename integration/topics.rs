@@ -1,0 +1,255 @@
+//! A topic that is not the one a state folder counts: another topic read with the same
+//! `--state-dir`, or a file that does not say. No day is counted twice or from the wrong
+//! topic: checked by loading every partition file, by `weather verify`, and against the
+//! topic and the generator, never against the programs' own counters.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use support::topic::consecutive;
+use support::{Broker, folder_bytes, run_ok, runtime};
+use time::macros::date;
+use time::{Date, Month};
+use weather_stream::checkpoint::{self, Checkpoint, PartitionFile, TopicIdentity};
+use weather_stream::stats::{Days, PartitionStats};
+use weather_stream::weather::Weather;
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temporary path")
+}
+
+/// Runs a program that must fail, and returns its one line on stderr.
+fn only_error_line(command: &mut Command) -> String {
+    let output = command.output().expect("run weather");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(
+        !output.status.success(),
+        "{command:?} should fail:\n{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+/// `weather consume 0,1,2,3 --until-caught-up` on `state`, with any other arguments.
+fn catch_up(broker: &Broker, state: &Path, more: &[&str]) -> String {
+    let output = run_ok(
+        broker
+            .weather()
+            .args(["consume", "0,1,2,3", "--until-caught-up", "--state-dir"])
+            .arg(state)
+            .args(more),
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The topic of that name as the cluster has it now.
+fn topic_now(broker: &Broker, name: &str) -> TopicIdentity {
+    let cluster = broker.cluster();
+    let info = runtime()
+        .block_on(cluster.describe(name))
+        .expect("describe the topic")
+        .expect("the topic exists");
+    TopicIdentity::of(name, &info)
+}
+
+/// The topic every partition file in `state` counts: one and the same for all.
+fn topic_of_files(state: &Path) -> TopicIdentity {
+    let files = checkpoint::load_all(state).expect("partition files load");
+    assert!(!files.is_empty());
+    let topic = files[0].topic.clone().expect("the file names its topic");
+    for c in &files {
+        assert_eq!(c.topic.as_ref(), Some(&topic), "partition {}", c.partition);
+    }
+    topic
+}
+
+/// The proof for a folder: `weather verify` passes (for `topic`), every file counts that
+/// topic, and merged they hold the generator's `days` days from `first`: each (month, year)
+/// with its count, days and dates, and its sum (to rounding: a month split over two
+/// partitions is summed in two parts).
+fn assert_merged_equals_generator(
+    broker: &Broker,
+    state: &Path,
+    topic: &str,
+    first: Date,
+    days: usize,
+) {
+    let verify =
+        run_ok(
+            broker
+                .weather()
+                .args(["verify", "--topic", topic, "--state-dir", path_str(state)]),
+        );
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(!stdout.contains("problem"), "{stdout}");
+    let files = checkpoint::load_all(state).expect("partition files load");
+    let mut merged = PartitionStats::default();
+    for c in &files {
+        assert_eq!(
+            c.topic.as_ref().map(|t| t.name.as_str()),
+            Some(topic),
+            "partition {}",
+            c.partition
+        );
+        merged.merge(&c.stats);
+    }
+    let weather = Weather::new(1);
+    let mut expected: BTreeMap<(i32, Month), (u64, f64, Days)> = BTreeMap::new();
+    for date in consecutive(first, days) {
+        let entry = expected.entry((date.year(), date.month())).or_default();
+        entry.0 += 1;
+        entry.1 += weather.degrees(date);
+        entry.2.insert(date.day());
+    }
+    for ((year, month), (count, sum, days)) in &expected {
+        let m = merged
+            .get(*month, *year)
+            .unwrap_or_else(|| panic!("{month} {year} is missing"));
+        assert_eq!(
+            (m.count, m.days),
+            (*count, *days),
+            "{month} {year}: count and days"
+        );
+        assert!(
+            (m.sum - sum).abs() <= 1e-9 * sum.abs(),
+            "{month} {year}: sum"
+        );
+    }
+    assert_eq!(merged.days(), days as u64, "no other days in the files");
+}
+
+#[test]
+fn another_topic_in_the_same_state_folder_is_refused_in_one_line_and_left_byte_for_byte() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = path_str(state.path());
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "100", "--delay-ms", "0", "--reset"]),
+    );
+    catch_up(&broker, state.path(), &[]);
+    // More days in the other topic: every offset in the files lies within its partitions,
+    // so nothing but the topic itself tells the files are not its own.
+    run_ok(broker.weather().args([
+        "produce",
+        "--topic",
+        "other",
+        "--count",
+        "400",
+        "--delay-ms",
+        "0",
+    ]));
+    let before = folder_bytes(state.path());
+    let line = only_error_line(broker.weather().args([
+        "consume",
+        "0,1,2,3",
+        "--topic",
+        "other",
+        "--until-caught-up",
+        "--state-dir",
+        state_dir,
+    ]));
+    assert!(
+        line.contains("partition-0.json counts topic \"temperatures\" (id ")
+            && line.contains("not topic \"other\" (id ")
+            && line.contains("--state-dir")
+            && line.contains("--reset-state"),
+        "{line}"
+    );
+    assert_eq!(folder_bytes(state.path()), before, "the folder changed");
+    let temperatures = topic_of_files(state.path());
+    assert_eq!(temperatures, topic_now(&broker, "temperatures"));
+
+    // verify against the other topic: each file is a problem of its own, and not compared.
+    let verify = broker
+        .weather()
+        .args(["verify", "--topic", "other", "--state-dir", state_dir])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(!verify.status.success(), "{stdout}");
+    assert_eq!(
+        stdout
+            .matches(&format!(
+                "the file counts {temperatures}, not topic \"other\""
+            ))
+            .count(),
+        before.len(),
+        "{stdout}"
+    );
+    // Against its own topic the folder is as good as it was.
+    broker.verify(state.path());
+
+    // The way out: --reset-state keeps the old files and counts the other topic afresh.
+    catch_up(
+        &broker,
+        state.path(),
+        &["--topic", "other", "--reset-state"],
+    );
+    for (name, bytes) in &before {
+        let backup = state.path().join(format!("{name}.bak"));
+        assert_eq!(&std::fs::read(&backup).unwrap(), bytes, "{name}.bak");
+        std::fs::remove_file(backup).unwrap();
+    }
+    assert_merged_equals_generator(&broker, state.path(), "other", date!(2000 - 01 - 01), 400);
+}
+
+#[test]
+fn a_file_of_the_first_format_is_taken_as_the_topics_and_saved_with_it() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "100", "--delay-ms", "0", "--reset"]),
+    );
+    catch_up(&broker, state.path(), &[]);
+    let topic = topic_now(&broker, "temperatures");
+    // As the previous version wrote them: the same keys, no topic.
+    let files = checkpoint::load_all(state.path()).unwrap();
+    for c in &files {
+        let old = Checkpoint {
+            topic: None,
+            ..c.clone()
+        };
+        let text = old.to_json();
+        assert!(
+            !text.contains("topic") && !text.contains("format"),
+            "{text}"
+        );
+        std::fs::write(PartitionFile::new(state.path(), c.partition).path(), text).unwrap();
+    }
+    // Days for every partition (August and September for March's), so each file is saved.
+    run_ok(
+        broker
+            .weather()
+            .args(["produce", "--count", "200", "--delay-ms", "0"]),
+    );
+    let stderr = catch_up(&broker, state.path(), &[]);
+    let adopted: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("does not say which topic it counts"))
+        .collect();
+    assert_eq!(adopted.len(), files.len(), "one line per file:\n{stderr}");
+    assert!(
+        adopted
+            .iter()
+            .all(|l| l.contains(&format!("taken as {topic}'s"))),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("WARN"), "{stderr}");
+    assert_eq!(topic_of_files(state.path()), topic, "saved with the topic");
+    assert_merged_equals_generator(
+        &broker,
+        state.path(),
+        "temperatures",
+        date!(2000 - 01 - 01),
+        300,
+    );
+}
