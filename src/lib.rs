@@ -19,7 +19,7 @@
 //!   from before it loads a partition until after its last save.
 //! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
 //!   partition, on a list given by hand or on what a consumer group assigns. It refuses a file
-//!   of another topic.
+//!   of another topic, and stops when its topic is recreated under it.
 //! - `debug`: `weather debug`, a consumer group member that prints what arrives.
 //! - `verify`: `weather verify`, which recomputes the files from the topic.
 //! - `plot`: the SVG chart of monthly averages.
