@@ -8,7 +8,8 @@
 //!   `kafka::partitioner` is Kafka's murmur2 key partitioner; `kafka::backoff` every retry delay;
 //!   `kafka::wire` the kafka-protocol connection for what rskafka lacks; `kafka::group` consumer
 //!   group membership on it, with `kafka::assignor` the range and round-robin assignors.
-//! - `producer`: `weather produce`, which also resumes a topic where it ends.
+//! - `producer`: `weather produce`, which also resumes a topic where it ends, month by month
+//!   (the key), wherever the partition count put each month's last day.
 //! - `stats`: month/year aggregation and the exactly-once rules for what counts: the dedup
 //!   rule (a date already among its (month, year)'s counted days is a duplicate, in any
 //!   order) and the skip rule for records that are not reports (or not plausible temperatures).

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::checkpoint::{CheckpointError, TopicIdentity, partition_files};
 use crate::kafka::{Cluster, KafkaError, Partition};
+use crate::report::month_name;
 use crate::stats::PartitionStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,8 @@ pub async fn run(
     let count = info.partitions.len() as i32;
     let identity = TopicIdentity::of(topic, &info);
     let mut verdicts = Vec::new();
+    // The statistics of the files compared, to look for a day counted in two of them.
+    let mut compared: Vec<(usize, i32, PartitionStats)> = Vec::new();
     for file in files {
         let checkpoint = match file.load() {
             Ok(Some(c)) => c,
@@ -107,8 +110,21 @@ pub async fn run(
             let recomputed = recompute(&partition, checkpoint.offset).await?;
             verdict.reports = recomputed.days();
             verdict.problems = checkpoint.stats.differences(&recomputed);
+            compared.push((verdicts.len(), checkpoint.partition, checkpoint.stats));
         }
         verdicts.push(verdict);
+    }
+    // Each file may match its partition and the topic still hold a day twice, in two
+    // partitions (written again after the topic got more partitions): merged, it counts twice.
+    for (i, (_, first, earlier)) in compared.iter().enumerate() {
+        for (at, _, later) in &compared[i + 1..] {
+            for (month, year, days) in earlier.shared_days(later) {
+                verdicts[*at].problems.push(format!(
+                    "{} {year}: days {days} are counted in partition {first} too, so the topic holds them twice and merged statistics count them twice",
+                    month_name(month)
+                ));
+            }
+        }
     }
     Ok(verdicts)
 }
