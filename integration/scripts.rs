@@ -91,7 +91,10 @@ fn make_up_starts_a_loopback_broker_says_where_and_make_down_stops_it() {
     };
     assert!(said.contains(&where_), "{said}");
     assert_eq!(said.lines().count(), 1, "one line: {said}");
-    assert!(dir.path().join(data).exists(), "no {data} in the data folder");
+    assert!(
+        dir.path().join(data).exists(),
+        "no {data} in the data folder"
+    );
 
     // It is a broker: the pipeline runs on it.
     let weather = || {
