@@ -527,13 +527,44 @@ fn a_file_from_before_the_topic_was_recreated_is_refused_and_kept() {
             .weather()
             .args(["produce", "--count", "10", "--delay-ms", "0", "--reset"]),
     );
-    let line = only_error_line(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    let consume = || {
+        only_error_line(broker.weather().args([
+            "consume",
+            "0,1,2,3",
+            "--until-caught-up",
+            "--state-dir",
+            state_dir,
+        ]))
+    };
+    let verify = || {
+        let output = broker
+            .weather()
+            .args(["verify", "--state-dir", state_dir])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The files name the old topic's id: that is what the line says.
+    let line = consume();
+    assert!(
+        line.contains("partition-0.json counts topic \"temperatures\" (id ")
+            && line.contains("not topic \"temperatures\" (id ")
+            && line.contains("--reset-state"),
+        "{line}"
+    );
+    assert_eq!(folder_bytes(state.path()), before);
+    assert!(verify().contains("the file counts topic \"temperatures\" (id "));
+
+    // Files of the first format name no topic: their offsets beyond the new ends still give
+    // the recreated topic away.
+    for c in checkpoint::load_all(state.path()).unwrap() {
+        let first_format = Checkpoint { topic: None, ..c };
+        let path = PartitionFile::new(state.path(), first_format.partition).path();
+        std::fs::write(path, first_format.to_json()).unwrap();
+    }
+    let before = folder_bytes(state.path());
+    let line = consume();
     assert!(
         line.contains("partition-0.json")
             && line.contains("beyond the end")
@@ -541,13 +572,7 @@ fn a_file_from_before_the_topic_was_recreated_is_refused_and_kept() {
         "{line}"
     );
     assert_eq!(folder_bytes(state.path()), before);
-    let verify = broker
-        .weather()
-        .args(["verify", "--state-dir", state_dir])
-        .output()
-        .unwrap();
-    assert!(!verify.status.success());
-    assert!(String::from_utf8_lossy(&verify.stdout).contains("beyond the partition's end"));
+    assert!(verify().contains("beyond the partition's end"));
 
     run_ok(broker.weather().args([
         "consume",
