@@ -21,7 +21,7 @@ use support::topic::{ends, topic_days, topic_records};
 use support::{Broker, GUARD, HELD, HOLD_SAVE, Logged, folder_bytes, run_ok, runtime, wait_for};
 use time::macros::date;
 use time::{Date, Month};
-use weather_stream::checkpoint::{self, Checkpoint, PartitionFile};
+use weather_stream::checkpoint::{self, Checkpoint, PartitionFile, TopicIdentity};
 use weather_stream::weather::Weather;
 
 const TOPIC: &str = "temperatures";
@@ -400,13 +400,42 @@ fn a_file_from_before_the_topic_was_recreated_is_refused_and_kept() {
             .weather()
             .args(["produce", "--count", "10", "--delay-ms", "0", "--reset"]),
     );
-    let line = only_error_line(broker.weather().args([
-        "consume",
-        "0,1,2,3",
-        "--until-caught-up",
-        "--state-dir",
-        state_dir,
-    ]));
+    let consume = || {
+        only_error_line(broker.weather().args([
+            "consume",
+            "0,1,2,3",
+            "--until-caught-up",
+            "--state-dir",
+            state_dir,
+        ]))
+    };
+    let verify = || {
+        let output = broker
+            .weather()
+            .args(["verify", "--state-dir", state_dir])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The files name the old topic's id: that is what the line says.
+    let line = consume();
+    assert!(
+        line.contains("partition-0.json counts topic \"temperatures\" (id ")
+            && line.contains("not topic \"temperatures\" (id ")
+            && line.contains("--reset-state"),
+        "{line}"
+    );
+    assert_eq!(folder_bytes(state.path()), before);
+    assert!(verify().contains("the file counts topic \"temperatures\" (id "));
+
+    // Files from before topic files name no topic: their offsets beyond the new ends still
+    // give the recreated topic away.
+    for c in checkpoint::load_all(state.path()).unwrap() {
+        std::fs::remove_file(PartitionFile::new(state.path(), c.partition).topic_path()).unwrap();
+    }
+    let before = folder_bytes(state.path());
+    let line = consume();
     assert!(
         line.contains("partition-0.json")
             && line.contains("beyond the end")
@@ -414,13 +443,7 @@ fn a_file_from_before_the_topic_was_recreated_is_refused_and_kept() {
         "{line}"
     );
     assert_eq!(folder_bytes(state.path()), before);
-    let verify = broker
-        .weather()
-        .args(["verify", "--state-dir", state_dir])
-        .output()
-        .unwrap();
-    assert!(!verify.status.success());
-    assert!(String::from_utf8_lossy(&verify.stdout).contains("beyond the partition's end"));
+    assert!(verify().contains("beyond the partition's end"));
 
     run_ok(broker.weather().args([
         "consume",
@@ -736,6 +759,13 @@ impl FileWatch {
                         Err(e) => panic!("{name}: {e}"),
                     };
                     reads += 1;
+                    // A partition's topic file must stay whole too.
+                    if name.ends_with(".topic.json") {
+                        if let Err(e) = TopicIdentity::from_json(&text) {
+                            problems.push(format!("{name} did not load: {e}\n{text}"));
+                        }
+                        continue;
+                    }
                     match Checkpoint::from_json(&text) {
                         Err(e) => problems.push(format!("{name} did not load: {e}\n{text}")),
                         Ok(c) => {
@@ -884,15 +914,16 @@ fn a_group_member_frozen_past_its_session_never_writes_beside_the_new_owner() {
     watch.assert_all_good();
     assert_counted_exactly_once(&broker, state.path(), date!(2000 - 01 - 01), 3200);
     let names: Vec<String> = folder_bytes(state.path()).into_keys().collect();
-    assert_eq!(
-        names,
-        [
-            "partition-0.json",
-            "partition-1.json",
-            "partition-2.json",
-            "partition-3.json"
-        ]
-    );
+    // The partition files and their topic files; no lock or temporary file is left.
+    let expected: Vec<String> = (0..4)
+        .flat_map(|p| {
+            [
+                format!("partition-{p}.json"),
+                format!("partition-{p}.topic.json"),
+            ]
+        })
+        .collect();
+    assert_eq!(names, expected);
 }
 
 #[test]

@@ -760,6 +760,7 @@ mod kafka_only {
             .save(&Checkpoint {
                 partition: 0,
                 offset: marker,
+                topic: None,
                 stats,
             })
             .unwrap();

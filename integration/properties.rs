@@ -82,6 +82,7 @@ fn checkpoint() -> impl Strategy<Value = Checkpoint> {
             Checkpoint {
                 partition,
                 offset,
+                topic: None,
                 stats,
             }
         })

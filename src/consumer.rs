@@ -5,13 +5,19 @@
 //! the file. Statistics and offset are saved together, so every report counts exactly once
 //! across any crash (see `checkpoint` for the write, `stats` for the dedup rule and `lock` for
 //! why a file has one writer).
+//!
+//! A file counts one topic (`checkpoint::TopicIdentity`): a file of another is refused at
+//! start, and a topic deleted and recreated under a running consumer stops it before a record
+//! of the new topic is counted. Fetches go by topic id where the broker can, so the broker
+//! refuses a recreated topic's reads; where they go by name (Tansu 0.6.0), the topic's id is
+//! asked for after each fetch and before its records are counted.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::{self, Checkpoint, CheckpointError, OwnedFile};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, OwnedFile, TopicIdentity};
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, GroupError, GroupOptions};
 use crate::kafka::outage::OutageWatch;
@@ -73,6 +79,27 @@ pub enum ConsumeError {
         offset: i64,
         end: i64,
     },
+    #[error(
+        "{path} counts {file}, not {topic}; it was left as it is: use another --state-dir for {:?}, or run with --reset-state to count partition {partition} of it from the start (the old file is kept as .bak)",
+        .topic.name
+    )]
+    OtherTopic {
+        path: PathBuf,
+        partition: i32,
+        // Boxed, as every error of a program's edge is as large as its largest.
+        file: Box<TopicIdentity>,
+        topic: Box<TopicIdentity>,
+    },
+    #[error(
+        "{was} was replaced by {now} while partition {partition} was read (deleted and created again); {path} was left as it is at offset {offset}, with nothing of the new topic: run with --reset-state to count the new one from the start, or use another --state-dir"
+    )]
+    TopicReplaced {
+        path: PathBuf,
+        partition: i32,
+        offset: i64,
+        was: Box<TopicIdentity>,
+        now: Box<TopicIdentity>,
+    },
     #[error("cannot create state folder {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -126,7 +153,7 @@ pub async fn run(
     let runs = assigned.into_iter().map(|(partition, file, start)| {
         let target = options.until_caught_up.then_some(start.end);
         let fetching = Fetching::new(cluster, options, target, &watch);
-        consume_partition(partition, file, start.checkpoint, fetching, shutdown)
+        consume_partition(partition, file, start, fetching, shutdown)
     });
     futures::future::try_join_all(runs).await
 }
@@ -167,13 +194,7 @@ pub async fn run_group(
         );
         let runs = assigned.into_iter().map(|(partition, file, start)| {
             let fetching = Fetching::new(cluster, options, None, &watch);
-            consume_partition(
-                partition,
-                file,
-                start.checkpoint,
-                fetching,
-                &generation.stop,
-            )
+            consume_partition(partition, file, start, fetching, &generation.stop)
         });
         futures::future::try_join_all(runs).await.map(drop)
     })
@@ -233,10 +254,16 @@ async fn open_partitions(
             None => return Ok(Vec::new()),
         }
     }
+    // Described once for all: the topic every file must count, and the id every read names.
+    let info = cluster.require_described(&options.topic).await?;
+    let topic = TopicIdentity::of(&options.topic, &info);
     let mut opened = Vec::new();
     for file in owned {
-        let partition = cluster.partition(&options.topic, file.partition()).await?;
-        let start = starting_point(&partition, &file, reset).await?;
+        let partition = cluster
+            .partition(&options.topic, file.partition())
+            .await?
+            .of_topic_id(info.id);
+        let start = starting_point(&partition, &file, reset, &topic).await?;
         opened.push((partition, file, start));
     }
     let mut leftovers = Vec::new();
@@ -272,28 +299,55 @@ async fn open_partitions(
 /// Where a partition starts, where it ends now, and what to tell the user about it.
 struct Start {
     checkpoint: Checkpoint,
+    /// The topic the checkpoint counts (and `checkpoint.topic`).
+    topic: TopicIdentity,
     end: i64,
     notes: Vec<String>,
 }
 
 /// Where a partition starts: its file, or the earliest offset. Fails, saying nothing else,
-/// on a file that cannot be used or a folder where it cannot be replaced.
+/// on a file that cannot be used (another topic's among them) or a folder where it cannot be
+/// replaced.
 async fn starting_point(
     partition: &Partition,
     file: &OwnedFile,
     reset: bool,
+    topic: &TopicIdentity,
 ) -> Result<Start, ConsumeError> {
     let id = partition.id();
     let mut notes = Vec::new();
     // With --reset-state the file is set aside, once every partition has passed its checks.
     let loaded = if reset { None } else { file.load()? };
+    // Which topic first: a recreated topic's offsets may well lie beyond the file's, but the
+    // topic is what the user has to decide about.
+    let mut adopted = false;
+    let loaded = match loaded {
+        Some(c) => match &c.topic {
+            Some(counted) if counted != topic => {
+                return Err(ConsumeError::OtherTopic {
+                    path: file.path(),
+                    partition: id,
+                    file: Box::new(counted.clone()),
+                    topic: Box::new(topic.clone()),
+                });
+            }
+            Some(_) => Some(c),
+            // A file without a topic file (an earlier version's): nothing says it is not this
+            // topic's. Taking it as this topic's is what every earlier version did with it.
+            None => {
+                adopted = true;
+                Some(c.of_topic(topic.clone()))
+            }
+        },
+        None => None,
+    };
     let (earliest, end) = partition.offsets().await?;
     let checkpoint = match loaded {
         None => {
             notes.push(format!(
                 "partition {id}: no state file, starting at the earliest offset {earliest}"
             ));
-            Checkpoint::empty(id, earliest)
+            Checkpoint::empty(id, earliest).of_topic(topic.clone())
         }
         Some(c) if c.offset > end => {
             return Err(ConsumeError::BeyondEnd {
@@ -312,8 +366,15 @@ async fn starting_point(
             c
         }
         Some(c) => {
+            let adoption = if adopted {
+                format!(
+                    ", which does not say which topic it counts (an earlier version wrote it): taken as {topic}'s, as its next save will say"
+                )
+            } else {
+                String::new()
+            };
             notes.push(format!(
-                "partition {id}: resuming at offset {} from {}",
+                "partition {id}: resuming at offset {} from {}{adoption}",
                 c.offset,
                 file.path().display()
             ));
@@ -322,22 +383,25 @@ async fn starting_point(
     };
     Ok(Start {
         checkpoint,
+        topic: topic.clone(),
         end,
         notes,
     })
 }
 
-/// How one partition fetches: batch size and wait, where to stop, whom to tell about outages.
+/// How one partition fetches: batch size and wait, where to stop, whom to tell about outages,
+/// and where to look the topic up again.
 struct Fetching<'a> {
     bytes: i32,
     wait: Duration,
     target: Option<i64>,
     watch: &'a OutageWatch,
+    cluster: &'a Cluster,
 }
 
 impl<'a> Fetching<'a> {
     fn new(
-        cluster: &Cluster,
+        cluster: &'a Cluster,
         options: &ConsumeOptions,
         target: Option<i64>,
         watch: &'a OutageWatch,
@@ -349,17 +413,48 @@ impl<'a> Fetching<'a> {
                 .unwrap_or_else(|| cluster.flavor().default_fetch_wait()),
             target,
             watch,
+            cluster,
         }
+    }
+}
+
+/// The topic of a partition's name as the cluster has it now, against the one its file counts.
+enum TopicNow {
+    Same,
+    /// None of that name: deleted, and maybe about to be created again.
+    Gone,
+    /// Another topic of the same name.
+    Replaced(TopicIdentity),
+}
+
+impl Fetching<'_> {
+    async fn topic_now(&self, counted: &TopicIdentity) -> Result<TopicNow, KafkaError> {
+        Ok(match self.cluster.describe(&counted.name).await? {
+            None => TopicNow::Gone,
+            Some(info) => {
+                let now = TopicIdentity::of(&counted.name, &info);
+                if now == *counted {
+                    TopicNow::Same
+                } else {
+                    TopicNow::Replaced(now)
+                }
+            }
+        })
     }
 }
 
 async fn consume_partition(
     partition: Partition,
     file: OwnedFile,
-    mut checkpoint: Checkpoint,
+    start: Start,
     fetching: Fetching<'_>,
     shutdown: &Shutdown,
 ) -> Result<PartitionSummary, ConsumeError> {
+    let Start {
+        mut checkpoint,
+        topic: counted,
+        ..
+    } = start;
     let id = partition.id();
     let mut summary = PartitionSummary {
         partition: id,
@@ -370,6 +465,17 @@ async fn consume_partition(
     let mut backoff = Backoff::default();
     let mut failures = 0;
     let mut last_progress = Instant::now();
+    let replaced = |now: TopicIdentity, offset: i64| ConsumeError::TopicReplaced {
+        path: file.path(),
+        partition: id,
+        offset,
+        was: Box::new(counted.clone()),
+        now: Box::new(now),
+    };
+    let no_topic = || KafkaError::NoTopic {
+        topic: counted.name.clone(),
+        brokers: fetching.cluster.brokers().into(),
+    };
 
     loop {
         if target.is_some_and(|t| checkpoint.offset >= t) || shutdown.is_requested() {
@@ -383,6 +489,31 @@ async fn consume_partition(
                 fetching.watch,
             ) => fetched,
             _ = shutdown.requested() => break,
+        };
+        // What went wrong, if anything, decides between counting the records and retrying.
+        let fetched = match fetched {
+            // Nothing new (or the broker vouches for the topic): nothing to ask.
+            Ok(fetched)
+                if fetched.by_topic_id
+                    || (fetched.records.is_empty() && fetched.next_offset <= checkpoint.offset) =>
+            {
+                Ok(fetched)
+            }
+            // Read by name, the records are the counted topic's only if the topic of that name
+            // is still that one: asked after the fetch, an unchanged id means it was so during
+            // it. Until then they are not counted, and are read again.
+            Ok(fetched) => match fetching.topic_now(&counted).await {
+                Ok(TopicNow::Same) => Ok(fetched),
+                Ok(TopicNow::Replaced(now)) => return Err(replaced(now, checkpoint.offset)),
+                Ok(TopicNow::Gone) => Err(no_topic()),
+                Err(e) => Err(e),
+            },
+            // Any failed read may be the topic going away: a recreated one is not read on.
+            Err(e) => match fetching.topic_now(&counted).await {
+                Ok(TopicNow::Replaced(now)) => return Err(replaced(now, checkpoint.offset)),
+                Ok(TopicNow::Gone) => Err(no_topic()),
+                Ok(TopicNow::Same) | Err(_) => Err(e),
+            },
         };
         let fetched = match fetched {
             Ok(fetched) => {

@@ -8,17 +8,19 @@
 //!   `kafka::partitioner` is Kafka's murmur2 key partitioner; `kafka::backoff` every retry delay;
 //!   `kafka::wire` the kafka-protocol connection for what rskafka lacks; `kafka::group` consumer
 //!   group membership on it, with `kafka::assignor` the range and round-robin assignors.
-//! - `producer`: `weather produce`, which also resumes a topic where it ends.
+//! - `producer`: `weather produce`, which also resumes a topic where it ends, month by month
+//!   (the key), wherever the partition count put each month's last day.
 //! - `stats`: month/year aggregation and the exactly-once rules for what counts: the dedup
 //!   rule (a date already among its (month, year)'s counted days is a duplicate, in any
 //!   order) and the skip rule for records that are not reports (or not plausible temperatures).
 //! - `checkpoint`: the partition files, and the only place files are written durably
 //!   (a temporary file of each save's own, fsync, rename, fsync the folder); a checkpoint that
-//!   would not load again is refused.
+//!   would not load again is refused. Each file names the topic it counts (`TopicIdentity`).
 //! - `lock`: one writer per partition file: the flock a consumer holds on `partition-N.lock`
 //!   from before it loads a partition until after its last save.
 //! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
-//!   partition, on a list given by hand or on what a consumer group assigns.
+//!   partition, on a list given by hand or on what a consumer group assigns. It refuses a file
+//!   of another topic, and stops when its topic is recreated under it.
 //! - `debug`: `weather debug`, a consumer group member that prints what arrives.
 //! - `verify`: `weather verify`, which recomputes the files from the topic.
 //! - `plot`: the SVG chart of monthly averages.

@@ -1,9 +1,12 @@
 //! `weather produce`: one report a day, keyed by month, to the topic.
 //!
-//! On a topic that already holds days, it resumes where the topic ends: per partition it
-//! finds the last date written, and sends only that partition's days after it (from the
-//! topic's first date on). A producer stopped between two partitions' batches therefore
-//! fills the hole on restart instead of leaving it, and doubles nothing.
+//! On a topic that already holds days, it resumes where the topic ends: per month (the key)
+//! it finds the last date written, wherever it is, and sends only that month's days after it
+//! (from the topic's first date on). A producer stopped between two partitions' batches
+//! therefore fills the hole on restart instead of leaving it, and doubles nothing. Following
+//! the key rather than the partition is what keeps this true when the topic gets more
+//! partitions (`kafka-topics --alter --partitions 6`): a month that moves to a partition holding
+//! nothing of it yet continues after its last day in the old one, instead of starting over.
 //!
 //! The writing itself is `kafka::idempotent`: batches the broker writes once however often
 //! they are sent, so a lost answer costs a resend, never a doubled day.
@@ -14,13 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use time::Date;
+use time::{Date, Month};
 use tracing::{info, warn};
 
 use crate::kafka::idempotent::{Acked, BatchOptions, IdempotentProducer, Outgoing, SendError};
 use crate::kafka::partitioner::partition_for;
 use crate::kafka::{Cluster, KafkaError, Partition};
-use crate::report::{format_date, month_name};
+use crate::report::{MONTHS, format_date, month_name};
 use crate::shutdown::Shutdown;
 use crate::stats::DayReading;
 use crate::weather::Weather;
@@ -92,11 +95,32 @@ pub async fn run(
         // Read afresh for every session: a session that ended early may have written batches
         // whose answers never came.
         let extent = topic_extent(&partitions).await?;
-        if let (1, Some(last)) = (session, extent.last.values().max()) {
+        if let (1, Some(last)) = (session, extent.last.values().map(|l| l.date).max()) {
             info!(
                 "topic {topic} already holds days up to {}; resuming after it (--reset starts over)",
-                format_date(*last)
+                format_date(last)
             );
+            let moved: Vec<String> = extent
+                .last
+                .iter()
+                .filter_map(|(month, last)| {
+                    let now = partition_for(month_name(*month).as_bytes(), partition_count);
+                    (now != last.partition).then(|| {
+                        format!(
+                            "{} ({} → {now}, after {})",
+                            month_name(*month),
+                            last.partition,
+                            format_date(last.date)
+                        )
+                    })
+                })
+                .collect();
+            if !moved.is_empty() {
+                info!(
+                    "the topic has {partition_count} partitions now, so these months go to another partition than their last day: {}",
+                    moved.join(", ")
+                );
+            }
         }
         let start = IdempotentProducer::start(
             cluster.view(),
@@ -149,8 +173,8 @@ async fn generate(
 ) -> Result<(), ProduceError> {
     let partition_count = producer.partitions();
     let weather = Weather::new(options.seed);
-    // Days between the topic's first date and a partition's own last date are already
-    // there; any later day of a partition is missing, whatever other partitions hold.
+    // Days between the topic's first date and their month's last date are already there;
+    // any later day of a month is missing, whatever other months hold.
     let mut cursor = Some(extent.first.unwrap_or(options.start));
     let handed_before = summary.days;
     let mut handed = 0u64;
@@ -165,14 +189,14 @@ async fn generate(
         };
         cursor = date.next_day();
         let key = month_name(date.month());
-        let partition = partition_for(key.as_bytes(), partition_count);
         if extent
             .last
-            .get(&partition)
-            .is_some_and(|last| date <= *last)
+            .get(&date.month())
+            .is_some_and(|last| date <= last.date)
         {
             continue;
         }
+        let partition = partition_for(key.as_bytes(), partition_count);
         if !options.delay.is_zero() {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -277,79 +301,153 @@ fn log_progress(days: u64, last: Option<Date>, elapsed: Duration) {
     info!("{}", progress_line(days, last, elapsed));
 }
 
-/// Where the days already in the topic begin and, per partition, end.
+/// Where the days already in the topic begin and, per month, end.
 struct Extent {
     first: Option<Date>,
-    last: BTreeMap<i32, Date>,
+    /// Each month's last day written, and the partition that holds it.
+    last: BTreeMap<Month, LastDay>,
 }
 
-/// Reads each partition's first and last reports, scanning from either end in growing
-/// windows, so a few foreign records at an end do not hide where our days are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LastDay {
+    date: Date,
+    partition: i32,
+}
+
+/// Reads where the topic's days begin (each partition's first report) and each month's last
+/// day, scanning from either end in growing windows, so a few foreign records at an end do
+/// not hide where our days are.
+///
+/// A month's last day is looked for in every partition, not only in the one its key goes to
+/// now: the partition count may have grown since it was written. Each partition is read back
+/// from its end only as far as can matter: our producer writes a partition's days in date
+/// order, so the records before the oldest date read so far are older still, and can hold no
+/// month's last day once every month's last day found is at least that old.
 async fn topic_extent(partitions: &[Partition]) -> Result<Extent, KafkaError> {
     let mut extent = Extent {
         first: None,
         last: BTreeMap::new(),
     };
+    let mut tails = Vec::with_capacity(partitions.len());
     for partition in partitions {
         let (earliest, latest) = partition.offsets().await?;
-        if let Some(first) = edge_date(partition, earliest, latest, Edge::First).await? {
+        if let Some(first) = first_date(partition, earliest, latest).await? {
             extent.first = Some(extent.first.map_or(first, |f| f.min(first)));
         }
-        if let Some(last) = edge_date(partition, earliest, latest, Edge::Last).await? {
-            extent.last.insert(partition.id(), last);
+        tails.push(Tail {
+            partition,
+            earliest,
+            latest,
+            from: latest,
+            oldest: None,
+            window: 64,
+        });
+    }
+    loop {
+        let mut read = false;
+        for tail in &mut tails {
+            if tail.may_hold_a_later_day(&extent.last) {
+                tail.read_back(&mut extent.last).await?;
+                read = true;
+            }
+        }
+        if !read {
+            break;
+        }
+    }
+    for tail in &tails {
+        if tail.oldest.is_none() && tail.latest > tail.earliest {
+            warn!(
+                "partition {} holds {} records but no weather report",
+                tail.partition.id(),
+                tail.latest - tail.earliest
+            );
         }
     }
     Ok(extent)
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Edge {
-    First,
-    Last,
-}
-
-/// The earliest (or latest) report date among the records nearest that end of the partition.
-async fn edge_date(
-    partition: &Partition,
+/// How far back one partition has been read for `topic_extent`.
+struct Tail<'a> {
+    partition: &'a Partition,
     earliest: i64,
     latest: i64,
-    edge: Edge,
-) -> Result<Option<Date>, KafkaError> {
-    let mut window = 64;
-    let (mut low, mut high) = (earliest, latest);
-    while low < high {
-        let (from, to) = match edge {
-            Edge::First => (low, (low + window).min(high)),
-            Edge::Last => ((high - window).max(low), high),
+    /// Read from here to `latest`.
+    from: i64,
+    /// The oldest report date read so far.
+    oldest: Option<Date>,
+    window: i64,
+}
+
+impl Tail<'_> {
+    /// Whether the records not yet read could still hold a month's last day.
+    fn may_hold_a_later_day(&self, last: &BTreeMap<Month, LastDay>) -> bool {
+        if self.from <= self.earliest {
+            return false;
+        }
+        let Some(oldest) = self.oldest else {
+            return true;
         };
-        let mut dates = Vec::new();
-        partition
-            .scan(from, to, |r| {
-                if let Ok(reading) = DayReading::from_record(r.key.as_deref(), r.value.as_deref()) {
-                    dates.push(reading.date);
+        MONTHS
+            .iter()
+            .any(|month| last.get(month).is_none_or(|l| l.date < oldest))
+    }
+
+    /// Reads the next window back, noting each month's latest date in `last`.
+    async fn read_back(&mut self, last: &mut BTreeMap<Month, LastDay>) -> Result<(), KafkaError> {
+        let to = self.from;
+        self.from = (to - self.window).max(self.earliest);
+        self.window *= 4;
+        let id = self.partition.id();
+        let mut oldest = self.oldest;
+        self.partition
+            .scan(self.from, to, |r| {
+                let Ok(reading) = DayReading::from_record(r.key.as_deref(), r.value.as_deref())
+                else {
+                    return;
+                };
+                let date = reading.date;
+                oldest = Some(oldest.map_or(date, |o| o.min(date)));
+                let known = last.get(&date.month()).is_some_and(|l| l.date >= date);
+                if !known {
+                    last.insert(
+                        date.month(),
+                        LastDay {
+                            date,
+                            partition: id,
+                        },
+                    );
                 }
             })
             .await?;
-        let dates = dates.into_iter();
-        let found = match edge {
-            Edge::First => dates.min(),
-            Edge::Last => dates.max(),
-        };
-        if found.is_some() {
-            return Ok(found);
-        }
-        match edge {
-            Edge::First => low = to,
-            Edge::Last => high = from,
-        }
-        window *= 4;
+        self.oldest = oldest;
+        Ok(())
     }
-    if latest > earliest && edge == Edge::Last {
-        warn!(
-            "partition {} holds {} records but no weather report",
-            partition.id(),
-            latest - earliest
-        );
+}
+
+/// The earliest report date among the records nearest the start of the partition.
+async fn first_date(
+    partition: &Partition,
+    earliest: i64,
+    latest: i64,
+) -> Result<Option<Date>, KafkaError> {
+    let mut window = 64;
+    let mut low = earliest;
+    while low < latest {
+        let to = (low + window).min(latest);
+        let mut first: Option<Date> = None;
+        partition
+            .scan(low, to, |r| {
+                if let Ok(reading) = DayReading::from_record(r.key.as_deref(), r.value.as_deref()) {
+                    first = Some(first.map_or(reading.date, |f| f.min(reading.date)));
+                }
+            })
+            .await?;
+        if first.is_some() {
+            return Ok(first);
+        }
+        low = to;
+        window *= 4;
     }
     Ok(None)
 }

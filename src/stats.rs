@@ -82,6 +82,10 @@ impl Days {
     pub fn union(self, other: Days) -> Self {
         Self(self.0 | other.0)
     }
+
+    pub fn intersection(self, other: Days) -> Self {
+        Self(self.0 & other.0)
+    }
 }
 
 /// Runs of days, as a person writes them: `1-5, 7, 9-31`.
@@ -219,7 +223,10 @@ impl PartitionStats {
         }
     }
 
-    /// Adds another partition's statistics into these (for the plot and the dashboard).
+    /// Adds another partition's statistics into these (for the plot and the dashboard). A
+    /// month's days may be split over two partitions (the topic got more partitions in the
+    /// middle of it): their counts and sums add up to the month's. A day counted in both is
+    /// counted twice here, since no partition's dedup sees the other's days: see `shared_days`.
     pub fn merge(&mut self, other: &PartitionStats) {
         for (month, years) in &other.months {
             let mine = self.months.entry(*month).or_default();
@@ -235,6 +242,24 @@ impl PartitionStats {
                     .or_insert_with(|| stats.clone());
             }
         }
+    }
+
+    /// Days counted both here and in `other`, by (month, year). Our producer writes each day
+    /// to one partition once, so a day in two partitions' statistics is a day the topic holds
+    /// twice, and that merged statistics count twice.
+    pub fn shared_days(&self, other: &PartitionStats) -> Vec<(Month, i32, Days)> {
+        let mut shared = Vec::new();
+        for (month, years) in &self.months {
+            for (year, mine) in years {
+                if let Some(theirs) = other.get(*month, *year) {
+                    let both = mine.days.intersection(theirs.days);
+                    if !both.is_empty() {
+                        shared.push((*month, *year, both));
+                    }
+                }
+            }
+        }
+        shared
     }
 
     /// The latest year that has any data.
@@ -504,6 +529,42 @@ mod tests {
         );
         assert_eq!(a.get(Month::August, 2000).unwrap().count, 1);
         assert_eq!(m.days.to_string(), "1, 5");
+    }
+
+    #[test]
+    fn a_month_split_over_two_partitions_merges_into_the_whole_month() {
+        // The topic went from 4 partitions to 6 on January 16th: January's days until then
+        // are on one partition, the rest on another.
+        let (mut before, mut after) = (PartitionStats::default(), PartitionStats::default());
+        let mut sum = 0.0;
+        for day in 1..=31 {
+            let degrees = 20.0 + f64::from(day) / 7.0;
+            let part = if day <= 15 { &mut before } else { &mut after };
+            apply(part, "January", &format!("2003-01-{day:02}"), degrees);
+            sum += degrees;
+        }
+        assert!(before.shared_days(&after).is_empty());
+        let mut merged = PartitionStats::default();
+        merged.merge(&before);
+        merged.merge(&after);
+        let m = merged.get(Month::January, 2003).unwrap();
+        assert_eq!(m.count, 31);
+        assert_eq!(m.days, Days::span(1, 31));
+        assert_eq!(
+            (m.start, m.end),
+            (date!(2003 - 01 - 01), date!(2003 - 01 - 31))
+        );
+        assert!((m.sum - sum).abs() < 1e-9 && (m.avg() - sum / 31.0).abs() < 1e-9);
+
+        // A day written to both: each partition counts it once, the merge twice. Only the
+        // two side by side can tell.
+        apply(&mut after, "January", "2003-01-15", 99.0);
+        let shared = before.shared_days(&after);
+        assert_eq!(shared, [(Month::January, 2003, Days::span(15, 15))]);
+        let mut doubled = PartitionStats::default();
+        doubled.merge(&before);
+        doubled.merge(&after);
+        assert_eq!(doubled.get(Month::January, 2003).unwrap().count, 32);
     }
 
     #[test]

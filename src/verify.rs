@@ -2,12 +2,15 @@
 //! reading from the partition's first record up to the file's offset, and compares.
 //!
 //! It uses the same `stats` rules as the consumer but none of its state, so a file that
-//! counted a day twice, missed one, or moved its offset without its statistics shows up.
+//! counted a day twice, missed one, or moved its offset without its statistics shows up. A
+//! file that counts another topic (another name, or this name before it was recreated) is a
+//! problem of its own: its offsets mean nothing in this topic, so it is not compared.
 
 use std::path::Path;
 
-use crate::checkpoint::{CheckpointError, partition_files};
+use crate::checkpoint::{CheckpointError, TopicIdentity, partition_files};
 use crate::kafka::{Cluster, KafkaError, Partition};
+use crate::report::month_name;
 use crate::stats::PartitionStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +53,12 @@ pub async fn run(
     if files.is_empty() {
         return Err(VerifyError::NoFiles(state_dir.display().to_string()));
     }
-    let count = cluster.require_topic(topic).await?;
+    let info = cluster.require_described(topic).await?;
+    let count = info.partitions.len() as i32;
+    let identity = TopicIdentity::of(topic, &info);
     let mut verdicts = Vec::new();
+    // The statistics of the files compared, to look for a day counted in two of them.
+    let mut compared: Vec<(usize, i32, PartitionStats)> = Vec::new();
     for file in files {
         let checkpoint = match file.load() {
             Ok(Some(c)) => c,
@@ -72,6 +79,14 @@ pub async fn run(
             reports: 0,
             problems: Vec::new(),
         };
+        // A file without a topic file does not say; it is compared, as it always was.
+        if let Some(counted) = checkpoint.topic.as_ref().filter(|t| **t != identity) {
+            verdict.problems.push(format!(
+                "the file counts {counted}, not {identity}, so it was not compared"
+            ));
+            verdicts.push(verdict);
+            continue;
+        }
         if checkpoint.partition >= count {
             verdict.problems.push(format!(
                 "topic {topic:?} has no partition {} (it has {count})",
@@ -95,8 +110,21 @@ pub async fn run(
             let recomputed = recompute(&partition, checkpoint.offset).await?;
             verdict.reports = recomputed.days();
             verdict.problems = checkpoint.stats.differences(&recomputed);
+            compared.push((verdicts.len(), checkpoint.partition, checkpoint.stats));
         }
         verdicts.push(verdict);
+    }
+    // Each file may match its partition and the topic still hold a day twice, in two
+    // partitions (written again after the topic got more partitions): merged, it counts twice.
+    for (i, (_, first, earlier)) in compared.iter().enumerate() {
+        for (at, _, later) in &compared[i + 1..] {
+            for (month, year, days) in earlier.shared_days(later) {
+                verdicts[*at].problems.push(format!(
+                    "{} {year}: days {days} are counted in partition {first} too, so the topic holds them twice and merged statistics count them twice",
+                    month_name(month)
+                ));
+            }
+        }
     }
     Ok(verdicts)
 }

@@ -21,7 +21,7 @@ const CREATE_TOPICS: RangeInclusive<i16> = 2..=7;
 const CREATE_TIMEOUT_MS: i32 = 30_000;
 /// How long a deleted topic may take to disappear (Kafka deletes in the background).
 const DELETE_WAIT: Duration = Duration::from_secs(60);
-/// How long a created topic may take to be listed by the broker we ask.
+/// How long a created topic may take to be listed, with a leader for every partition.
 const CREATE_WAIT: Duration = Duration::from_secs(30);
 
 /// The topic-level `min.insync.replicas` for a replication factor: with three copies, two

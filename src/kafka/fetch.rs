@@ -16,6 +16,9 @@
 //!   left for the next fetch;
 //! - a leader that moves or goes away is looked up again and the request retried for up to
 //!   `RETRY_DEADLINE`, so a short failover shows up as a slow fetch rather than an error.
+//! - a partition handle can be tied to one topic id (`Partition::of_topic_id`): its fetches
+//!   then name the topic by id where the broker can (Fetch v13 and later), so a topic deleted
+//!   and recreated under the same name is refused by the broker instead of read.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::RangeInclusive;
@@ -32,6 +35,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::Mutex;
 use tracing::debug;
+use uuid::Uuid;
 
 use super::KafkaError;
 use super::backoff::Backoff;
@@ -42,6 +46,9 @@ use super::wire::Connection;
 /// Version 4 is the first with isolation levels and aborted transactions (and Apache Kafka
 /// 4's floor); 13 and later name topics by id only.
 const FETCH_VERSIONS: RangeInclusive<i16> = 4..=12;
+/// Fetch by topic id (KIP-516): Apache Kafka since 3.1. Tansu 0.6.0 is held below version 12
+/// (`quirks`), so it is always read by name.
+const FETCH_BY_ID_VERSIONS: RangeInclusive<i16> = 13..=17;
 /// Version 2 is the first with an isolation level.
 const LIST_OFFSETS_VERSIONS: RangeInclusive<i16> = 2..=7;
 const READ_COMMITTED: i8 = 1;
@@ -80,6 +87,10 @@ pub struct Fetched {
     /// The end a READ_COMMITTED reader may read to now: the high watermark, or earlier while
     /// a transaction is open.
     pub last_stable_offset: i64,
+    /// True when the fetch named the topic by its id, so the broker vouches that the records
+    /// are that topic's. False when it went by name (no id to go by, or a broker that cannot):
+    /// then a topic recreated under the name since could have answered.
+    pub by_topic_id: bool,
 }
 
 /// One partition of a topic, read through its leader.
@@ -87,6 +98,8 @@ pub struct Fetched {
 pub struct Partition {
     topic: String,
     id: i32,
+    /// The one topic of that name this handle reads, if tied to one (`of_topic_id`).
+    topic_id: Option<[u8; 16]>,
     view: Arc<ClusterView>,
     leader: Mutex<Option<Arc<Connection>>>,
 }
@@ -96,8 +109,21 @@ impl Partition {
         Self {
             topic: topic.into(),
             id,
+            topic_id: None,
             view,
             leader: Mutex::new(None),
+        }
+    }
+
+    /// Ties the handle to the topic with this id (`TopicInfo::id`; all zeros: no tie). Its
+    /// fetches go by id where the broker can, and a fetch error that says the topic is not
+    /// there (UNKNOWN_TOPIC_ID, INCONSISTENT_TOPIC_ID, UNKNOWN_TOPIC_OR_PARTITION) comes back
+    /// at once instead of being retried, since by the time it clears, a new topic of the same
+    /// name may be the one answering: the caller looks at the topic itself.
+    pub fn of_topic_id(self, topic_id: [u8; 16]) -> Self {
+        Self {
+            topic_id: (topic_id != [0; 16]).then_some(topic_id),
+            ..self
         }
     }
 
@@ -121,7 +147,7 @@ impl Partition {
     async fn offset_at(&self, timestamp: i64) -> Result<i64, KafkaError> {
         let action = format!("reading offsets of {} partition {}", self.topic, self.id);
         let request = list_offsets_request(&self.topic, self.id, timestamp);
-        self.on_leader(&action, |leader| {
+        self.on_leader(&action, Reads::Offsets, |leader| {
             let request = request.clone();
             let action = action.clone();
             async move {
@@ -161,27 +187,39 @@ impl Partition {
             self.topic, self.id
         );
         let wait = i32::try_from(max_wait.as_millis()).unwrap_or(i32::MAX);
+        let partition = FetchPartition::default()
+            .with_partition(self.id)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(max_bytes);
         let request = FetchRequest::default()
             .with_max_wait_ms(wait)
             .with_min_bytes(1)
             .with_max_bytes(max_bytes)
-            .with_isolation_level(READ_COMMITTED)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(self.topic.clone())))
-                    .with_partitions(vec![
-                        FetchPartition::default()
-                            .with_partition(self.id)
-                            .with_fetch_offset(offset)
-                            .with_partition_max_bytes(max_bytes),
-                    ]),
-            ]);
-        self.on_leader(&action, |leader| {
-            let request = request.clone();
+            .with_isolation_level(READ_COMMITTED);
+        self.on_leader(&action, Reads::Records, |leader| {
             let action = action.clone();
+            let flavor = leader.flavor();
+            // By id where this leader can; by name otherwise.
+            let by_id = self.topic_id.filter(|_| {
+                let versions = flavor.fetch_versions(FETCH_BY_ID_VERSIONS);
+                leader.version::<FetchRequest>(versions).is_ok()
+            });
+            let (topic, versions) = match by_id {
+                Some(id) => (
+                    FetchTopic::default().with_topic_id(Uuid::from_bytes(id)),
+                    flavor.fetch_versions(FETCH_BY_ID_VERSIONS),
+                ),
+                None => (
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(self.topic.clone()))),
+                    flavor.fetch_versions(FETCH_VERSIONS),
+                ),
+            };
+            let request = request
+                .clone()
+                .with_topics(vec![topic.with_partitions(vec![partition.clone()])]);
             async move {
                 // The broker may rightly hold a fetch for its whole wait.
-                let versions = leader.flavor().fetch_versions(FETCH_VERSIONS);
                 let response = leader
                     .request_within(request, versions, max_wait + super::wire::REQUEST_TIMEOUT)
                     .await
@@ -192,7 +230,10 @@ impl Partition {
                 let data = response
                     .responses
                     .into_iter()
-                    .filter(|t| t.topic.0.as_str() == self.topic)
+                    .filter(|t| match by_id {
+                        Some(id) => t.topic_id.as_bytes() == &id,
+                        None => t.topic.0.as_str() == self.topic,
+                    })
                     .flat_map(|t| t.partitions)
                     .find(|p| p.partition_index == self.id)
                     .ok_or_else(|| KafkaError::Refused {
@@ -224,6 +265,7 @@ impl Partition {
                     } else {
                         data.high_watermark
                     },
+                    by_topic_id: by_id.is_some(),
                 })
             }
         })
@@ -287,8 +329,15 @@ impl Partition {
     }
 
     /// Runs `attempt` on the partition's leader, finding the leader again and retrying while
-    /// the error is one a new leader or a little time can fix, up to `RETRY_DEADLINE`.
-    async fn on_leader<T, F, Fut>(&self, action: &str, attempt: F) -> Result<T, KafkaError>
+    /// the error is one a new leader or a little time can fix, up to `RETRY_DEADLINE`. With
+    /// `Reads::Records` on a handle tied to a topic id, an error saying the topic is not there
+    /// comes back at once (see `of_topic_id`).
+    async fn on_leader<T, F, Fut>(
+        &self,
+        action: &str,
+        reads: Reads,
+        attempt: F,
+    ) -> Result<T, KafkaError>
     where
         F: Fn(Arc<Connection>) -> Fut,
         Fut: Future<Output = Result<T, KafkaError>>,
@@ -303,6 +352,13 @@ impl Partition {
             let error = match result {
                 Ok(value) => return Ok(value),
                 Err(e) if is_offset_out_of_range(&e) || !e.is_transient() => return Err(e),
+                Err(e)
+                    if reads == Reads::Records
+                        && self.topic_id.is_some()
+                        && is_topic_unknown(&e) =>
+                {
+                    return Err(e);
+                }
                 Err(e) => e,
             };
             if moves_leader(&error) {
@@ -358,6 +414,14 @@ fn list_offsets_request(topic: &str, partition: i32, timestamp: i64) -> ListOffs
         ])
 }
 
+/// What a request to the leader reads. Offsets are only numbers, and a topic just created
+/// may be unknown to its leader for a moment: they are retried whatever the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    Offsets,
+    Records,
+}
+
 /// Errors after which the partition's leader must be looked up again.
 fn moves_leader(error: &KafkaError) -> bool {
     match error {
@@ -387,6 +451,20 @@ pub fn is_offset_out_of_range(error: &KafkaError) -> bool {
             ..
         }
     )
+}
+
+/// True when the broker said the topic (of that name, or that id) is not the one it has: the
+/// topic was deleted, possibly created again, or is too new for this broker to know yet.
+fn is_topic_unknown(error: &KafkaError) -> bool {
+    match error {
+        KafkaError::Refused { error, .. } | KafkaError::RefusedWith { error, .. } => matches!(
+            error,
+            ResponseError::UnknownTopicOrPartition
+                | ResponseError::UnknownTopicId
+                | ResponseError::InconsistentTopicId
+        ),
+        _ => false,
+    }
 }
 
 /// What one fetch's record bytes hold for a READ_COMMITTED reader.

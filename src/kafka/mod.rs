@@ -249,14 +249,19 @@ impl Cluster {
             .map(|t| t.partitions.len() as i32))
     }
 
-    /// Like `partition_count`, but a missing topic is an error that says how to make it.
-    pub async fn require_topic(&self, topic: &str) -> Result<i32, KafkaError> {
-        self.partition_count(topic)
+    /// Like `describe`, but a missing topic is an error that says how to make it.
+    pub async fn require_described(&self, topic: &str) -> Result<TopicInfo, KafkaError> {
+        self.describe(topic)
             .await?
             .ok_or_else(|| KafkaError::NoTopic {
                 topic: topic.into(),
                 brokers: self.brokers.clone(),
             })
+    }
+
+    /// Like `partition_count`, but a missing topic is an error that says how to make it.
+    pub async fn require_topic(&self, topic: &str) -> Result<i32, KafkaError> {
+        Ok(self.require_described(topic).await?.partitions.len() as i32)
     }
 
     /// Creates `topic` unless it exists, with the `min.insync.replicas` its replication factor
