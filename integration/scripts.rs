@@ -1,5 +1,5 @@
-//! The make targets' machinery: scripts/broker.sh and scripts/demo.sh against the real
-//! Tansu binary.
+//! The make targets' machinery against the broker under test (WEATHER_TEST_BROKER): make up
+//! and down through scripts/broker.sh or scripts/kafka.sh, and make demo on that broker.
 
 mod support;
 
@@ -15,31 +15,12 @@ use weather_stream::checkpoint;
 use weather_stream::report::month_name;
 use weather_stream::stats::PartitionStats;
 
-fn broker_script(port: u16, dir: &std::path::Path, action: &str) -> std::process::Output {
-    Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker.sh"))
-        .arg(action)
-        .env("KAFKA_PORT", port.to_string())
-        .env("BROKER_DIR", dir)
-        .output()
-        .expect("run scripts/broker.sh")
-}
-
 fn text(output: &std::process::Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-/// Stops the script's broker even when an assertion fails first.
-struct Down<'a>(u16, &'a std::path::Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        broker_script(self.0, self.1, "down");
-    }
 }
 
 /// `make TARGET` for the broker under test (BROKER=embedded or kafka), its data in `dir` and
@@ -230,13 +211,20 @@ fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     Ok(answer)
 }
 
-/// `scripts/demo.sh` with its broker in `broker_dir`, its state and chart in `demo_dir`.
+/// `scripts/demo.sh` on the broker under test (`BROKER=embedded` or `kafka`), its broker's
+/// data in `broker_dir`, its state and chart in `demo_dir`.
 fn demo(broker_port: u16, broker_dir: &Path, demo_dir: &Path, dashboard: &str) -> Logged {
+    let broker = match Kind::from_env() {
+        Kind::Tansu => "embedded",
+        Kind::Kafka => "kafka",
+    };
     Logged::spawn(
         Command::new("bash")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh"))
+            .env("BROKER", broker)
             .env("KAFKA_PORT", broker_port.to_string())
             .env("BROKER_DIR", broker_dir)
+            .env("KAFKA_DIR", broker_dir)
             .env("DEMO_DIR", demo_dir)
             .env("DASHBOARD", dashboard)
             .env("WEATHER", env!("CARGO_BIN_EXE_weather"))
@@ -267,8 +255,8 @@ fn bars(svg: &str) -> BTreeMap<String, String> {
 fn demo_runs_the_pipeline_on_a_new_broker_and_stops_cleanly_on_ctrl_c() {
     let broker_dir = tempfile::tempdir().unwrap();
     let demo_dir = tempfile::tempdir().unwrap();
-    let (port, dashboard) = (free_port(), free_port());
-    let _down = Down(port, broker_dir.path());
+    let (port, dashboard) = (free_port_pair(), free_port());
+    let _down = MakeDown(port, broker_dir.path());
     let mut demo = demo(
         port,
         broker_dir.path(),
@@ -341,8 +329,8 @@ fn demo_runs_the_pipeline_on_a_new_broker_and_stops_cleanly_on_ctrl_c() {
 fn demo_fails_naming_a_program_that_fails() {
     let broker_dir = tempfile::tempdir().unwrap();
     let demo_dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _down = Down(port, broker_dir.path());
+    let port = free_port_pair();
+    let _down = MakeDown(port, broker_dir.path());
     // The dashboard's address is taken, so `weather serve` fails as soon as it starts.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let dashboard = taken.local_addr().unwrap().to_string();
