@@ -18,7 +18,10 @@ use rskafka::record::Record;
 use support::ProduceRaw;
 use support::exactly_once::{assert_counted_exactly_once, assert_counted_exactly_once_with};
 use support::topic::{ends, topic_days, topic_records};
-use support::{Broker, GUARD, HELD, HOLD_SAVE, Logged, folder_bytes, run_ok, runtime, wait_for};
+use support::{
+    Broker, GUARD, HELD, HOLD_SAVE, Logged, folder_bytes, given_partitions, only_error_line,
+    reading_partitions, run_ok, runtime, wait_for,
+};
 use time::macros::date;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile, TopicIdentity};
@@ -275,20 +278,6 @@ fn a_broker_down_at_start_is_waited_for_and_given_up_on_in_one_line() {
         "{stderr}"
     );
     assert_eq!(folder_bytes(state.path()), before);
-}
-
-/// Runs a consumer that must fail before doing anything, and returns its only stderr line.
-fn only_error_line(command: &mut Command) -> String {
-    let output = command.output().expect("run weather");
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(
-        !output.status.success(),
-        "{command:?} should fail:\n{stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line on stderr:\n{stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    lines[0].to_string()
 }
 
 #[test]
@@ -711,20 +700,6 @@ fn bad_command_lines_get_exactly_one_line_and_a_failure() {
     assert_eq!(topic.values().map(|p| p.days.len()).sum::<usize>(), 5);
 }
 
-/// The latest partitions a group member logged as assigned to it, if any.
-fn assigned(log: &str) -> Option<BTreeSet<i32>> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("assigned partitions ["))?;
-    let list = line.rsplit_once('[')?.1.trim_end_matches(']');
-    Some(
-        list.split(',')
-            .filter_map(|p| p.trim().parse().ok())
-            .collect(),
-    )
-}
-
 /// Reads every partition file over and over while a test runs, and notes each moment one did
 /// not load or its offset went back: what a reader (the plot, the dashboard, a partition's
 /// next owner) could have seen.
@@ -836,12 +811,12 @@ fn a_group_member_frozen_past_its_session_never_writes_beside_the_new_owner() {
     wait_for(
         "the first member to hold all four partitions",
         GUARD,
-        || assigned(&a.printed()) == Some(all.clone()),
+        || reading_partitions(&a.printed()) == Some(all.clone()),
     );
     let mut b = member("b.log");
     wait_for("the two members to share the partitions", GUARD, || match (
-        assigned(&a.printed()),
-        assigned(&b.printed()),
+        reading_partitions(&a.printed()),
+        reading_partitions(&b.printed()),
     ) {
         (Some(pa), Some(pb)) => !pa.is_empty() && pa.is_disjoint(&pb) && pa.union(&pb).count() == 4,
         _ => false,
@@ -852,7 +827,7 @@ fn a_group_member_frozen_past_its_session_never_writes_beside_the_new_owner() {
             .args(["produce", "--count", "3000", "--delay-ms", "5"]),
         logs.path().join("producer.log"),
     );
-    let held_by_a = assigned(&a.printed()).unwrap();
+    let held_by_a = reading_partitions(&a.printed()).unwrap();
     let start = offsets(state.path());
     wait_for("the member about to freeze to be saving", GUARD, || {
         let now = offsets(state.path());
@@ -873,10 +848,11 @@ fn a_group_member_frozen_past_its_session_never_writes_beside_the_new_owner() {
             .collect()
     };
     let frozen = files_of_a(state.path());
+    // Given, not yet reading: it waits for the frozen member's locks.
     wait_for(
         "the other member to be given all four partitions",
         GUARD,
-        || assigned(&b.printed()) == Some(all.clone()),
+        || given_partitions(&b.printed()) == Some(all.clone()),
     );
     std::thread::sleep(Duration::from_secs(3));
     // Until the frozen member lets go, it may still write: nobody else may.

@@ -64,25 +64,10 @@ impl Running {
     fn log(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
-
-    /// The partitions this member reads in its latest generation, once it really reads them:
-    /// the "reading partition 0 at 12, 2 at 7" line comes after the start offsets are known,
-    /// so a record produced after it is seen ("assigned partitions" comes before).
+    /// The partitions this member reads in its latest generation (see
+    /// `support::reading_partitions`).
     fn assigned(&self) -> Option<BTreeSet<i32>> {
-        let log = self.stderr.lock().unwrap();
-        let line = log
-            .iter()
-            .rev()
-            .find(|l| l.contains(" reading partition "))?;
-        let list = line.rsplit_once(" reading partition ")?.1;
-        if list == "none" {
-            return Some(BTreeSet::new());
-        }
-        Some(
-            list.split(", ")
-                .map(|p| p.split(" at ").next().unwrap().parse().unwrap())
-                .collect(),
-        )
+        support::reading_partitions(&self.log())
     }
 
     /// SIGTERM, then insists on a clean exit.

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use support::{Broker, GUARD, Kind, Logged, run_ok, wait_for};
+use support::{Broker, GUARD, Kind, Logged, reading_partitions, run_ok, wait_for};
 use weather_stream::kafka::partitioner::partition_for;
 use weather_stream::report::parse_month;
 
@@ -142,23 +142,6 @@ fn debug_days(lines: &[String]) -> Vec<(i32, String)> {
         .collect()
 }
 
-/// The partitions a `weather debug` member reads now, from its "reading partition" line.
-fn debug_reads(log: &str) -> Option<BTreeSet<i32>> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains(" reading partition "))?;
-    let list = line.rsplit_once(" reading partition ")?.1;
-    if list == "none" {
-        return Some(BTreeSet::new());
-    }
-    Some(
-        list.split(", ")
-            .filter_map(|p| p.split(" at ").next()?.parse().ok())
-            .collect(),
-    )
-}
-
 /// The rows of `ConsumerGroupCommand --describe`: partition → (current offset, client id).
 fn describe_group(broker: &Broker, group: &str) -> BTreeMap<i32, (String, String)> {
     let output = broker
@@ -241,7 +224,7 @@ fn a_java_consumer_and_a_weather_debug_member_share_a_group_and_survive_either_l
     );
     let log = || std::fs::read_to_string(&ours_log).unwrap_or_default();
     wait_for("our member to read all four partitions", GUARD, || {
-        debug_reads(&log()).is_some_and(|p| p.len() == 4)
+        reading_partitions(&log()).is_some_and(|p| p.len() == 4)
     });
     let mut java = Lines::start(
         console_consumer(&broker)
@@ -256,13 +239,13 @@ fn a_java_consumer_and_a_weather_debug_member_share_a_group_and_survive_either_l
         || {
             let rows = describe_group(&broker, group);
             let clients: BTreeSet<&String> = rows.values().map(|(_, c)| c).collect();
-            debug_reads(&log()).is_some_and(|p| !p.is_empty() && p.len() < 4)
+            reading_partitions(&log()).is_some_and(|p| !p.is_empty() && p.len() < 4)
                 && rows.len() == 4
                 && clients.len() == 2
                 && rows.values().all(|(offset, _)| offset != "-")
         },
     );
-    let ours_share = debug_reads(&log()).unwrap();
+    let ours_share = reading_partitions(&log()).unwrap();
     let theirs: BTreeSet<i32> = (0..4).filter(|p| !ours_share.contains(p)).collect();
 
     broker.produce(365);
@@ -287,7 +270,7 @@ fn a_java_consumer_and_a_weather_debug_member_share_a_group_and_survive_either_l
     // The Java member leaves: ours takes all four and prints what comes next.
     java.terminate();
     wait_for("our member to read all four again", GUARD, || {
-        debug_reads(&log()).is_some_and(|p| p.len() == 4)
+        reading_partitions(&log()).is_some_and(|p| p.len() == 4)
     });
     let before = ours.lines().len();
     broker.produce(31);
@@ -304,7 +287,7 @@ fn a_java_consumer_and_a_weather_debug_member_share_a_group_and_survive_either_l
     wait_for(
         "the two members to split the partitions again",
         GUARD,
-        || debug_reads(&log()).is_some_and(|p| !p.is_empty() && p.len() < 4),
+        || reading_partitions(&log()).is_some_and(|p| !p.is_empty() && p.len() < 4),
     );
     ours.terminate();
     assert!(log().contains("left"), "{}", log());

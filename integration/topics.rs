@@ -8,13 +8,15 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::topic::{all_dates, consecutive, topic_days};
-use support::{Broker, GUARD, Kind, Logged, folder_bytes, run_ok, runtime, wait_for};
+use support::{
+    Broker, GUARD, Kind, Logged, folder_bytes, only_error_line, run_ok, runtime, wait_for,
+};
 use time::macros::date;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile, TopicIdentity};
@@ -23,20 +25,6 @@ use weather_stream::weather::Weather;
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temporary path")
-}
-
-/// Runs a program that must fail, and returns its one line on stderr.
-fn only_error_line(command: &mut Command) -> String {
-    let output = command.output().expect("run weather");
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(
-        !output.status.success(),
-        "{command:?} should fail:\n{stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line on stderr:\n{stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    lines[0].to_string()
 }
 
 /// `weather consume 0,1,2,3 --until-caught-up` on `state`, with any other arguments.

@@ -232,3 +232,54 @@ pub fn folder_bytes(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         })
         .collect()
 }
+
+/// The partitions a group member reads in its latest generation, from its log, once it really
+/// reads them: the "reading partition 0 at 12, 2 at 7" line comes after the start offsets are
+/// known, so a record produced after it is seen ("assigned partitions" comes before it).
+/// `None` before the first such line.
+pub fn reading_partitions(log: &str) -> Option<std::collections::BTreeSet<i32>> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" reading partition "))?;
+    let list = line.rsplit_once(" reading partition ")?.1;
+    if list == "none" {
+        return Some(Default::default());
+    }
+    Some(
+        list.split(", ")
+            .filter_map(|p| p.split(" at ").next()?.parse().ok())
+            .collect(),
+    )
+}
+
+/// The partitions a group member was given in its latest generation, from its "assigned
+/// partitions [0, 2]" line: given, which is before it may read them (it waits for their
+/// previous owner to let go first). `None` before the first such line.
+pub fn given_partitions(log: &str) -> Option<std::collections::BTreeSet<i32>> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("assigned partitions ["))?;
+    let list = line.rsplit_once('[')?.1.trim_end_matches(']');
+    Some(
+        list.split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect(),
+    )
+}
+
+/// Runs a command that must fail before doing anything, and returns its only stderr line,
+/// which must start with `error: `.
+pub fn only_error_line(command: &mut Command) -> String {
+    let output = command.output().expect("run weather");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(
+        !output.status.success(),
+        "{command:?} should fail:\n{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
