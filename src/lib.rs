@@ -4,10 +4,14 @@
 //!
 //! - `weather`: the generator. A day's temperature is a pure function of (seed, date).
 //! - `report`: the protobuf `Report` (from `proto/report.proto`) and month names, the keys.
-//! - `kafka`: the wire. Connection, topic admin, produce and fetch through rskafka;
-//!   `kafka::partitioner` is Kafka's murmur2 key partitioner; `kafka::backoff` every retry delay;
-//!   `kafka::wire` the kafka-protocol connection for what rskafka lacks; `kafka::group` consumer
-//!   group membership on it, with `kafka::assignor` the range and round-robin assignors.
+//! - `kafka`: the client layer, where the wire protocol lives: `kafka::wire` one
+//!   kafka-protocol connection to one broker; `kafka::metadata` the one cluster view (leaders,
+//!   topic ids); `kafka::fetch` reading a partition (READ_COMMITTED, compressed and
+//!   transactional batches); `kafka::idempotent` the producer's write path; `kafka::group`
+//!   consumer group membership, with `kafka::assignor` the range and round-robin assignors;
+//!   `kafka::admin` topics; `kafka::partitioner` Kafka's murmur2; `kafka::backoff` every retry
+//!   delay; `kafka::outage` one line per outage; `kafka::quirks` every broker-specific
+//!   workaround. rskafka is kept for the first connection and topic deletion.
 //! - `producer`: `weather produce`, which also resumes a topic where it ends, month by month
 //!   (the key), wherever the partition count put each month's last day.
 //! - `stats`: month/year aggregation and the exactly-once rules for what counts: the dedup
@@ -15,7 +19,8 @@
 //!   order) and the skip rule for records that are not reports (or not plausible temperatures).
 //! - `checkpoint`: the partition files, and the only place files are written durably
 //!   (a temporary file of each save's own, fsync, rename, fsync the folder); a checkpoint that
-//!   would not load again is refused. Each file names the topic it counts (`TopicIdentity`).
+//!   would not load again is refused. `partition-N.topic.json` beside each file names the
+//!   topic it counts (`TopicIdentity`), so the partition file keeps the seed's format.
 //! - `lock`: one writer per partition file: the flock a consumer holds on `partition-N.lock`
 //!   from before it loads a partition until after its last save.
 //! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
