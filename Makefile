@@ -9,6 +9,8 @@ BROKER ?= embedded
 THREE_NODES = $(filter kafka-cluster docker-cluster,$(BROKER))
 KAFKA_BROKERS ?= $(if $(THREE_NODES),127.0.0.1:$(KAFKA_PORT)$(COMMA)127.0.0.1:$(shell echo $$(($(KAFKA_PORT)+2)))$(COMMA)127.0.0.1:$(shell echo $$(($(KAFKA_PORT)+4))),127.0.0.1:$(KAFKA_PORT))
 COMMA := ,
+# A topic made on three nodes gets three copies (and min.insync.replicas 2), as make demo does.
+REPLICAS = $(if $(THREE_NODES),3,1)
 export KAFKA_PORT KAFKA_BROKERS BROKER
 P ?= 0,1,2,3
 BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,$(if $(filter kafka kafka-cluster,$(BROKER)),scripts/kafka.sh,scripts/docker.sh))
@@ -57,7 +59,7 @@ down:
 	@$(BROKER_SCRIPT) down $(BROKER)
 
 produce: build
-	$(WEATHER) produce $(ARGS)
+	$(WEATHER) produce --replication-factor $(REPLICAS) $(ARGS)
 
 debug: build
 	$(WEATHER) debug $(ARGS)
