@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod outage;
 pub mod partitioner;
 pub mod quirks;
+pub mod security;
 pub mod wire;
 
 use std::net::ToSocketAddrs;
