@@ -15,7 +15,9 @@
 //! A password lives in a `Secret` from the moment it is read: its `Debug` and `Display` print
 //! `***`, and no error message of this module quotes a value of a key that may hold one.
 
+pub mod denied;
 pub mod properties;
+pub mod sasl;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
+pub use denied::{Denied, Operation, Resource};
 use properties::{Entry, Origin};
 
 /// A value that must never be printed: a password, or anything read before we know it is not
