@@ -3,8 +3,8 @@
 # (three nodes: KAFKA_PORT, KAFKA_PORT+2, KAFKA_PORT+4).
 
 KAFKA_PORT ?= 9092
-# embedded: Tansu (scripts/broker.sh); kafka or kafka-cluster: Apache Kafka from its jars
-# (scripts/kafka.sh); docker or docker-cluster: Apache Kafka in Docker (scripts/docker.sh).
+# embedded: Tansu (scripts/broker.sh); kafka, kafka-cluster or kafka-secure: Apache Kafka from its
+# jars (scripts/kafka.sh); docker or docker-cluster: Apache Kafka in Docker (scripts/docker.sh).
 BROKER ?= embedded
 THREE_NODES = $(filter kafka-cluster docker-cluster,$(BROKER))
 KAFKA_BROKERS ?= $(if $(THREE_NODES),127.0.0.1:$(KAFKA_PORT)$(COMMA)127.0.0.1:$(shell echo $$(($(KAFKA_PORT)+2)))$(COMMA)127.0.0.1:$(shell echo $$(($(KAFKA_PORT)+4))),127.0.0.1:$(KAFKA_PORT))
@@ -13,7 +13,14 @@ COMMA := ,
 REPLICAS = $(if $(THREE_NODES),3,1)
 export KAFKA_PORT KAFKA_BROKERS BROKER
 P ?= 0,1,2,3
-BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,$(if $(filter kafka kafka-cluster,$(BROKER)),scripts/kafka.sh,scripts/docker.sh))
+BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,$(if $(filter kafka kafka-cluster kafka-secure,$(BROKER)),scripts/kafka.sh,scripts/docker.sh))
+# A secured cluster's client properties (security.protocol, SASL, the CA), given to every program
+# as --command-config: COMMAND_CONFIG=FILE names one file for all of them. On BROKER=kafka-secure
+# it defaults to the files scripts/kafka.sh wrote: the producer's user to produce, the
+# consumer's to read.
+COMMAND_CONFIG ?=
+SECURE_FILES = $(or $(KAFKA_DIR),.kafka/kafka-secure)/secure
+config_for = $(if $(COMMAND_CONFIG),--command-config $(COMMAND_CONFIG),$(if $(filter kafka-secure,$(BROKER)),--command-config $(SECURE_FILES)/$(1).properties))
 # Integration suites that run once per broker (WEATHER_TEST_BROKER picks it); the cluster and
 # Java-interop suites need Apache Kafka itself and run in the Kafka pass only. Tests in a module
 # kafka_only of a per-broker suite (foreign: transactions, which Tansu 0.6.0 cannot end; topics:
@@ -25,7 +32,7 @@ KAFKA_ONLY = kafka_only::
 ARGS ?=
 WEATHER := target/release/weather
 
-.PHONY: help build install up down produce debug consume plot verify serve demo test test-unit test-tansu test-kafka bench lint clean
+.PHONY: help build install up down status produce debug consume plot verify serve demo test test-unit test-tansu test-kafka bench lint clean
 
 help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
@@ -34,8 +41,11 @@ help:
 	@echo "make test-kafka        the integration suites on Apache Kafka (one node; cluster tests on three)"
 	@echo "make up / make down    start / stop the embedded broker (Tansu) on 127.0.0.1:$(KAFKA_PORT)"
 	@echo "make up BROKER=kafka   Apache Kafka itself from Maven Central (BROKER=kafka-cluster: three nodes)"
+	@echo "make up BROKER=kafka-secure  one Kafka node with TLS, SCRAM users and ACLs (files in .kafka/kafka-secure/secure/)"
+	@echo "make status            whether the broker (BROKER=...) runs"
 	@echo "make up BROKER=docker  Apache Kafka in Docker (BROKER=docker-cluster: three brokers)"
 	@echo "make produce           publish one report a day (ARGS='--count 3650 --delay-ms 0 --reset')"
+	@echo "  ... COMMAND_CONFIG=FILE  any program on a secured cluster, with Kafka's client properties from FILE"
 	@echo "make debug             print what arrives, as group 'debug' (ARGS='--from-beginning')"
 	@echo "make consume P=0,2     keep statistics for partitions 0 and 2 in state/"
 	@echo "make verify            check state/ against the topic"
@@ -58,23 +68,26 @@ up:
 down:
 	@$(BROKER_SCRIPT) down $(BROKER)
 
+status:
+	@$(BROKER_SCRIPT) status $(BROKER)
+
 produce: build
-	$(WEATHER) produce --replication-factor $(REPLICAS) $(ARGS)
+	$(WEATHER) $(call config_for,producer) produce --replication-factor $(REPLICAS) $(ARGS)
 
 debug: build
-	$(WEATHER) debug $(ARGS)
+	$(WEATHER) $(call config_for,consumer) debug $(ARGS)
 
 consume: build
-	$(WEATHER) consume $(P) $(ARGS)
+	$(WEATHER) $(call config_for,consumer) consume $(P) $(ARGS)
 
 verify: build
-	$(WEATHER) verify $(ARGS)
+	$(WEATHER) $(call config_for,consumer) verify $(ARGS)
 
 plot: build
-	$(WEATHER) plot $(ARGS)
+	$(WEATHER) $(call config_for,consumer) plot $(ARGS)
 
 serve: build
-	$(WEATHER) serve $(ARGS)
+	$(WEATHER) $(call config_for,consumer) serve $(ARGS)
 
 demo:
 	@scripts/demo.sh

@@ -6,23 +6,40 @@
 # the state stay. The demo exits 0 only if every program ran until Ctrl-C and then stopped
 # cleanly: a program that fails or ends by itself stops the demo with an error naming it.
 #
-# KAFKA_PORT and BROKER_DIR go to scripts/broker.sh; DEMO_DIR holds state/ and month.svg
-# (default: here); WEATHER names a weather binary to use instead of building one.
+# KAFKA_PORT and BROKER_DIR go to scripts/broker.sh (KAFKA_PORT and KAFKA_DIR to scripts/kafka.sh);
+# DEMO_DIR holds state/ and month.svg (default: here); WEATHER names a weather binary to use
+# instead of building one. COMMAND_CONFIG names a client properties file (TLS, SASL) that every
+# program is given with --command-config; on BROKER=kafka-secure the producer gets the
+# producer's file and the other programs the consumer's, as scripts/kafka.sh wrote them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# BROKER picks the broker as for make up: embedded (Tansu), kafka or kafka-cluster (Apache
-# Kafka from its jars), docker or docker-cluster. A three-node cluster gets a topic with
+# BROKER picks the broker as for make up: embedded (Tansu), kafka, kafka-cluster or kafka-secure
+# (Apache Kafka from its jars), docker or docker-cluster. A three-node cluster gets a topic with
 # three copies, two of which must have each write.
 port=${KAFKA_PORT:-9092}
 replicas=1
+producer_config=()
+consumer_config=()
+if [[ -n ${COMMAND_CONFIG:-} ]]; then
+  producer_config=(--command-config "$COMMAND_CONFIG")
+  consumer_config=(--command-config "$COMMAND_CONFIG")
+fi
 case "${BROKER:-embedded}" in
   embedded) scripts/broker.sh up ;;
   kafka) scripts/kafka.sh up kafka ;;
   kafka-cluster) scripts/kafka.sh up kafka-cluster; replicas=3 ;;
+  kafka-secure)
+    scripts/kafka.sh up kafka-secure
+    if [[ -z ${COMMAND_CONFIG:-} ]]; then
+      secure=${KAFKA_DIR:-.kafka/kafka-secure}/secure
+      producer_config=(--command-config "$secure/producer.properties")
+      consumer_config=(--command-config "$secure/consumer.properties")
+    fi
+    ;;
   docker) scripts/docker.sh up docker ;;
   docker-cluster) scripts/docker.sh up docker-cluster; replicas=3 ;;
-  *) echo "error: BROKER=$BROKER is not known: use embedded (the default), kafka, kafka-cluster, docker or docker-cluster" >&2; exit 2 ;;
+  *) echo "error: BROKER=$BROKER is not known: use embedded (the default), kafka, kafka-cluster, kafka-secure, docker or docker-cluster" >&2; exit 2 ;;
 esac
 if [ "$replicas" = 3 ]; then
   export KAFKA_BROKERS=${KAFKA_BROKERS:-127.0.0.1:$port,127.0.0.1:$((port + 2)),127.0.0.1:$((port + 4))}
@@ -51,7 +68,7 @@ run() {
 # to draw); from then on a plot that fails is the demo's failure.
 plot() {
   compgen -G "$dir/state/partition-*.json" >/dev/null || return 0
-  RUST_LOG=warn "$weather" plot --state-dir "$dir/state" --out "$dir/month.svg"
+  RUST_LOG=warn "$weather" ${consumer_config[@]+"${consumer_config[@]}"} plot --state-dir "$dir/state" --out "$dir/month.svg"
 }
 
 # Stops every program and reads each one's exit status: a program stopped by Ctrl-C exits 0,
@@ -82,11 +99,14 @@ trap 'stop 0' INT TERM
 trap 'stop 1' EXIT
 
 # The consumers need the topic; on a new broker it does not exist until the producer makes it.
-RUST_LOG=warn "$weather" produce --count 0 --replication-factor "$replicas"
-run "weather produce" "$weather" produce
-run "weather consume 0,2" "$weather" consume 0,2 --state-dir "$dir/state"
-run "weather consume 1,3" "$weather" consume 1,3 --state-dir "$dir/state"
-run "weather serve" "$weather" serve --listen "$dashboard" --state-dir "$dir/state"
+# ${a[@]+"${a[@]}"}: an empty array under set -u in bash before 4.4.
+producer=("$weather" ${producer_config[@]+"${producer_config[@]}"})
+consumer=("$weather" ${consumer_config[@]+"${consumer_config[@]}"})
+RUST_LOG=warn "${producer[@]}" produce --count 0 --replication-factor "$replicas"
+run "weather produce" "${producer[@]}" produce
+run "weather consume 0,2" "${consumer[@]}" consume 0,2 --state-dir "$dir/state"
+run "weather consume 1,3" "${consumer[@]}" consume 1,3 --state-dir "$dir/state"
+run "weather serve" "${consumer[@]}" serve --listen "$dashboard" --state-dir "$dir/state"
 echo "demo running: producer, consumers for partitions 0,2 and 1,3; $dir/month.svg refreshes every 5 s;"
 echo "dashboard on http://$dashboard/ (Ctrl-C stops)"
 while true; do

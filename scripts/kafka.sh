@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Apache Kafka itself (KRaft, no ZooKeeper, no Docker), run from its own jars on Maven Central.
 #   scripts/kafka.sh install                  assemble Kafka's jars into .kafka/VERSION/lib (once)
-#   scripts/kafka.sh up kafka|kafka-cluster [NODE...]
+#   scripts/kafka.sh up kafka|kafka-cluster|kafka-secure [NODE...]
 #                                             start one node or three, formatting on first start;
 #                                             only the nodes not running are started (or only the
 #                                             nodes named, 1 to 3), then waited on until they answer
-#   scripts/kafka.sh down kafka|kafka-cluster stop them (data kept)
-#   scripts/kafka.sh status kafka|kafka-cluster
+#   scripts/kafka.sh down kafka|kafka-cluster|kafka-secure    stop them (data kept)
+#   scripts/kafka.sh status kafka|kafka-cluster|kafka-secure
 #   scripts/kafka.sh tool CLASS [ARGS...]     one of Kafka's own tools, e.g.
 #                                             org.apache.kafka.tools.TopicCommand --describe ...
 #
@@ -15,7 +15,25 @@
 # each controller on the port after its node's. KAFKA_PORTS and KAFKA_CONTROLLER_PORTS
 # (comma-separated, one per node) place the nodes by hand, as the tests do on free ports, and
 # KAFKA_ADVERTISED_PORTS sends clients elsewhere (a proxy in front of a node).
-# Data, logs and pid files live in $KAFKA_DIR (default .kafka/kafka or .kafka/kafka-cluster).
+# Data, logs and pid files live in $KAFKA_DIR (default .kafka/kafka, .kafka/kafka-cluster or
+# .kafka/kafka-secure).
+#
+# kafka-secure is one node as a managed cluster runs it: clients reach it only through a SASL_SSL
+# listener (TLS, then SCRAM-SHA-512), and the StandardAuthorizer lets each user do only what its
+# ACLs say (allow.everyone.if.no.acl.found=false; User:admin is the one super user). At first
+# start the script writes, in $KAFKA_DIR/secure/ (folder mode 0700, every file 0600):
+#   ca.pem, ca.key          a CA made with openssl; ca.pem is what clients trust
+#   broker.pem              the broker's key and certificate chain (a PEM key store), signed by
+#                           the CA, for IP:127.0.0.1 only: localhost is a host-name mismatch
+#   admin.properties, producer.properties, consumer.properties
+#                           one SCRAM user each, with a random password (openssl rand), for
+#                           --command-config of Kafka's tools and of weather alike
+# The users are created when the storage is formatted (--add-scram), so the files and the data
+# belong together: a formatted data folder without them is refused. After every start the
+# ACLs (see ACLS below) are made with Kafka's AclCommand as User:admin; those already there are
+# left be. The controller listener stays on loopback and takes SASL PLAIN as User:admin only: a
+# PLAINTEXT one would have to make User:ANONYMOUS (anyone on the machine) a super user, since
+# the broker registers with its controller through it and needs CLUSTER_ACTION there.
 # KAFKA_HEAP (default -Xmx512m) sizes each node's Java heap; JAVA_HOME picks the Java (else java
 # on PATH), MAVEN the Maven command (default mvn), KAFKA_LIB the jar folder.
 set -euo pipefail
@@ -90,12 +108,15 @@ java_command() {
 # Sets NODES (how many), PORTS, CONTROLLERS, ADVERTISED (arrays) and DIR for mode $1.
 layout() {
   case "$1" in
-    kafka) NODES=1 ;;
+    kafka | kafka-secure) NODES=1 ;;
     kafka-cluster) NODES=3 ;;
-    *) fail "unknown broker ${1:-(none)}: use kafka (one node) or kafka-cluster (three)" ;;
+    *) fail "unknown broker ${1:-(none)}: use kafka (one node), kafka-cluster (three) or kafka-secure (one, SASL_SSL and ACLs)" ;;
   esac
   MODE=$1
   DIR=${KAFKA_DIR:-$ROOT/.kafka/$MODE}
+  # The properties files name the CA by absolute path, which must hold from any folder.
+  [[ $DIR == /* ]] || DIR=$PWD/$DIR
+  SECURE=$DIR/secure
   local i
   PORTS=() CONTROLLERS=() ADVERTISED=()
   if [ -n "${KAFKA_PORTS:-}" ]; then
@@ -134,6 +155,8 @@ port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 write_config() {
   local id=$1 index=$(($1 - 1)) dir voters="" i
   dir=$(node_dir "$id")
+  # Made 0600 before a line is written to it (a redirection keeps an existing file's mode).
+  if [ "$MODE" = kafka-secure ]; then (umask 077 && : >"$dir/server.properties"); fi
   for ((i = 0; i < NODES; i++)); do
     voters+="${voters:+,}$((i + 1))@127.0.0.1:${CONTROLLERS[$i]}"
   done
@@ -142,8 +165,14 @@ write_config() {
     echo
     echo "# This node ($MODE, written by scripts/kafka.sh)"
     echo "node.id=$id"
-    echo "listeners=PLAINTEXT://127.0.0.1:${PORTS[$index]},CONTROLLER://127.0.0.1:${CONTROLLERS[$index]}"
-    echo "advertised.listeners=PLAINTEXT://127.0.0.1:${ADVERTISED[$index]}"
+    if [ "$MODE" = kafka-secure ]; then
+      secure_listeners "$index"
+    else
+      echo "listeners=PLAINTEXT://127.0.0.1:${PORTS[$index]},CONTROLLER://127.0.0.1:${CONTROLLERS[$index]}"
+      echo "advertised.listeners=PLAINTEXT://127.0.0.1:${ADVERTISED[$index]}"
+      echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+      echo "inter.broker.listener.name=PLAINTEXT"
+    fi
     echo "controller.quorum.voters=$voters"
     echo "log.dirs=$dir/data"
     if [ "$NODES" = 1 ]; then
@@ -163,6 +192,161 @@ write_config() {
   } >"$dir/server.properties"
 }
 
+# kafka-secure's listeners, TLS key store and authorizer for the node at index $1. The lines
+# hold the admin's password (the broker authenticates to itself and to its controller as
+# User:admin), so server.properties is 0600 (write_config) like the files in secure/.
+secure_listeners() {
+  local index=$1 password
+  password=$(password_of admin)
+  cat <<EOF
+listeners=SASL_SSL://127.0.0.1:${PORTS[$index]},CONTROLLER://127.0.0.1:${CONTROLLERS[$index]}
+advertised.listeners=SASL_SSL://127.0.0.1:${ADVERTISED[$index]}
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$password";
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$password" user_admin="$password";
+ssl.keystore.type=PEM
+ssl.keystore.location=$SECURE/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$SECURE/ca.pem
+ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
+EOF
+}
+
+# The SCRAM users of kafka-secure; admin is the super user, the others get the ACLs below.
+USERS=(admin producer consumer)
+
+password_of() {
+  sed -n 's/.*password="\([^"]*\)".*/\1/p' "$SECURE/$1.properties"
+}
+
+# kafka-secure's CA, broker certificate and users' files, made once (see the top of this file).
+secure_files() {
+  [ -f "$SECURE/.complete" ] && return
+  if [ -f "$(node_dir 1)/data/meta.properties" ]; then
+    fail "$DIR holds a formatted node but no complete ${SECURE#"$ROOT"/}, so its SCRAM users' passwords are lost: make down BROKER=$MODE and remove $DIR to start over"
+  fi
+  command -v openssl >/dev/null || fail "openssl not found: kafka-secure makes its CA and certificate with it (Debian: apt-get install openssl)"
+  rm -rf "$SECURE"
+  (umask 077 && mkdir -p "$SECURE")
+  local log=$SECURE/openssl.log user
+  # EC P-256 keys: quick to make, and Java and rustls both take them. Unencrypted PKCS#8, which
+  # Kafka's PEM key store reads without an ssl.key.password.
+  if ! (
+    umask 077
+    set -e
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj "/CN=weather-stream kafka-secure CA" -keyout "$SECURE/ca.key" -out "$SECURE/ca.pem" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=weather-stream kafka-secure broker" -keyout "$SECURE/broker.key" -out "$SECURE/broker.csr"
+    # IP:127.0.0.1 and nothing else, so that a client dialling localhost sees a mismatch.
+    printf '%s\n' subjectAltName=IP:127.0.0.1 basicConstraints=critical,CA:FALSE \
+      keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth >"$SECURE/broker.ext"
+    openssl x509 -req -in "$SECURE/broker.csr" -CA "$SECURE/ca.pem" -CAkey "$SECURE/ca.key" \
+      -set_serial "0x$(openssl rand -hex 16)" -days 825 -extfile "$SECURE/broker.ext" -out "$SECURE/broker.crt"
+    cat "$SECURE/broker.key" "$SECURE/broker.crt" "$SECURE/ca.pem" >"$SECURE/broker.pem"
+    rm -f "$SECURE/broker.key" "$SECURE/broker.csr" "$SECURE/broker.ext" "$SECURE/broker.crt"
+  ) >"$log" 2>&1; then
+    fail "openssl could not make kafka-secure's CA and certificate: $(tail -n 2 "$log" | tr '\n' ' ')"
+  fi
+  for user in "${USERS[@]}"; do
+    (
+      umask 077
+      cat >"$SECURE/$user.properties" <<EOF
+# SCRAM user $user of kafka-secure (scripts/kafka.sh): --command-config for Kafka's tools and weather.
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$user" password="$(openssl rand -hex 24)";
+ssl.truststore.type=PEM
+ssl.truststore.location=$SECURE/ca.pem
+EOF
+    )
+  done
+  rm -f "$log"
+  touch "$SECURE/.complete"
+}
+
+# The --add-scram arguments that create the users when the storage is formatted.
+scram_arguments() {
+  SCRAM_ARGUMENTS=()
+  [ "$MODE" = kafka-secure ] || return 0
+  local user
+  for user in "${USERS[@]}"; do
+    SCRAM_ARGUMENTS+=(--add-scram "SCRAM-SHA-512=[name=$user,password=$(password_of "$user")]")
+  done
+}
+
+# kafka-secure's least-privilege ACLs, one "principal operation resource-type name" a line.
+# What each program sends, and what Kafka 4.1 checks for it (KafkaApis, AuthHelper):
+# - weather produce: Metadata (DESCRIBE on the topic, which WRITE implies), CreateTopics when
+#   the topic is missing (CREATE on the topic, or on the cluster), InitProducerId for its
+#   idempotent producer id (IDEMPOTENT_WRITE on the cluster or, since Kafka 2.8 (KIP-679),
+#   WRITE on any topic: so no cluster ACL), Produce (WRITE on the topic; an idempotent batch
+#   needs nothing more since 2.8), DescribeConfigs of the topic (DESCRIBE_CONFIGS).
+#   Resuming on a non-empty topic reads its tail with ListOffsets and Fetch, and Fetch needs
+#   READ, which the producer's user is deliberately not given: with these ACLs it can write a
+#   new topic but not resume one (grant it READ on the topic for that).
+# - weather consume, verify: Metadata and ListOffsets (DESCRIBE), Fetch (READ) on the topic.
+# - weather debug (group debug) and group stats: FindCoordinator (DESCRIBE on the group, which
+#   READ implies), JoinGroup, SyncGroup, Heartbeat, LeaveGroup (READ on the group), OffsetFetch
+#   (DESCRIBE on the group and the topic), OffsetCommit (READ on the group and the topic).
+# Nothing on the cluster, no DELETE (produce --reset takes the admin's file), no ALTER.
+ACLS="User:producer WRITE TOPIC temperatures
+User:producer DESCRIBE TOPIC temperatures
+User:producer CREATE TOPIC temperatures
+User:producer DESCRIBE_CONFIGS TOPIC temperatures
+User:consumer READ TOPIC temperatures
+User:consumer DESCRIBE TOPIC temperatures
+User:consumer DESCRIBE_CONFIGS TOPIC temperatures
+User:consumer READ GROUP debug
+User:consumer READ GROUP stats"
+
+# Kafka's AclCommand as User:admin against node 1.
+acl_command() {
+  local HEAP=${KAFKA_TOOL_HEAP:--Xmx256m}
+  java_command "$DIR" tools-log4j2.properties
+  "${JAVA_COMMAND[@]}" org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:${ADVERTISED[0]}" \
+    --command-config "$SECURE/admin.properties" "$@"
+}
+
+# Adds the ACLs above that are missing, and sets ACL_SUMMARY to what it did.
+ensure_acls() {
+  local listed missing principal operation type name log=$DIR/acl.log
+  if ! listed=$(acl_command --list 2>"$log"); then
+    fail "listing kafka-secure's ACLs as User:admin failed: $(head -n 1 "$log")"
+  fi
+  # "Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name=temperatures, ...`"
+  # then one "(principal=User:producer, host=*, operation=WRITE, permissionType=ALLOW)" a line.
+  listed=$(printf '%s\n' "$listed" | sed -n \
+    -e 's/.*resourceType=\([A-Z_]*\), name=\([^,]*\), patternType=LITERAL.*/resource \1 \2/p' \
+    -e 's/.*principal=\([^,]*\), host=\*, operation=\([A-Z_]*\), permissionType=ALLOW.*/acl \1 \2/p' |
+    awk '$1 == "resource" { type = $2; name = $3 } $1 == "acl" { print $2, $3, type, name }')
+  missing=$(grep -vxF -f <(printf '%s\n' "$listed") <<<"$ACLS" || true)
+  rm -f "$log"
+  if [ -z "$missing" ]; then
+    ACL_SUMMARY="all $(wc -l <<<"$ACLS") ACLs in place, none added"
+    return
+  fi
+  while read -r principal operation type name; do
+    # AclCommand names operations in camel case: DESCRIBE_CONFIGS is DescribeConfigs.
+    if ! acl_command --add --allow-principal "$principal" \
+        --operation "$(sed -E 's/(^|_)([A-Z])([A-Z]*)/\2\L\3/g' <<<"$operation")" \
+        "--${type,,}" "$name" >"$log" 2>&1; then
+      fail "adding the ACL $principal $operation on ${type,,} $name failed: $(head -n 1 "$log")"
+    fi
+  done <<<"$missing"
+  rm -f "$log"
+  ACL_SUMMARY="added $(wc -l <<<"$missing") of $(wc -l <<<"$ACLS") ACLs"
+}
+
 # Formats a node's storage on its first start; every node of a cluster shares one cluster id.
 format_node() {
   local id=$1 dir
@@ -178,8 +362,9 @@ format_node() {
     printf '%s' "$id" >"$DIR/cluster.id"
   fi
   java_command "$dir" log4j2.properties
+  scram_arguments
   if ! "${JAVA_COMMAND[@]}" kafka.tools.StorageTool format -t "$(cat "$DIR/cluster.id")" \
-      -c "$dir/server.properties" >"$dir/logs/format.log" 2>&1; then
+      -c "$dir/server.properties" "${SCRAM_ARGUMENTS[@]}" >"$dir/logs/format.log" 2>&1; then
     fail "formatting node $id's storage failed: $(tail -n 3 "$dir/logs/format.log" | tr '\n' ' ')"
   fi
 }
@@ -221,6 +406,7 @@ up() {
   local only=("$@")
   install >/dev/null
   mkdir -p "$DIR"
+  if [ "$MODE" = kafka-secure ]; then secure_files; fi
   local id started=() waiting=()
   for id in "${only[@]}"; do
     [[ $id =~ ^[0-9]+$ ]] && [ "$id" -ge 1 ] && [ "$id" -le "$NODES" ] ||
@@ -237,6 +423,7 @@ up() {
     started+=("$id")
   done
   if [ "${#started[@]}" = 0 ]; then
+    if [ "$MODE" = kafka-secure ]; then ensure_acls; fi
     say "Apache Kafka $VERSION already running ($(describe)); make down BROKER=$MODE stops it"
     return
   fi
@@ -257,6 +444,7 @@ up() {
       fail "Kafka node(s) ${waiting[*]} did not start within ${KAFKA_START_TIMEOUT:-120} s; see $DIR/node-*/logs/server.log, and make down BROKER=$MODE to stop them"
     sleep 0.2
   done
+  if [ "$MODE" = kafka-secure ]; then ensure_acls; fi
   say "Apache Kafka $VERSION up: started node(s) ${started[*]} of $NODES ($(describe)); make down BROKER=$MODE stops it"
 }
 
@@ -266,7 +454,13 @@ describe() {
   for ((i = 0; i < NODES; i++)); do
     hosts+="${hosts:+,}127.0.0.1:${ADVERTISED[$i]}"
   done
-  printf 'KAFKA_BROKERS=%s, data and logs in %s' "$hosts" "${DIR#"$ROOT"/}"
+  if [ "$MODE" = kafka-secure ]; then
+    local files=${SECURE#"$ROOT"/}
+    printf 'KAFKA_BROKERS=%s over SASL_SSL with SCRAM-SHA-512 (CA %s/ca.pem): --command-config %s/producer.properties to write, %s/consumer.properties to read, %s/admin.properties for everything; %s; data and logs in %s' \
+      "$hosts" "$files" "$files" "$files" "$files" "${ACL_SUMMARY:-ACLs not checked}" "${DIR#"$ROOT"/}"
+  else
+    printf 'KAFKA_BROKERS=%s, data and logs in %s' "$hosts" "${DIR#"$ROOT"/}"
+  fi
 }
 
 down() {
@@ -330,5 +524,5 @@ case "${1:-}" in
   tool) shift; tool "$@" ;;
   node) node "$2" ;;
   version) say "$VERSION" ;;
-  *) fail "usage: scripts/kafka.sh install | up kafka|kafka-cluster [NODE...] | down|status kafka|kafka-cluster | tool CLASS [ARGS...]" ;;
+  *) fail "usage: scripts/kafka.sh install | up kafka|kafka-cluster|kafka-secure [NODE...] | down|status kafka|kafka-cluster|kafka-secure | tool CLASS [ARGS...]" ;;
 esac
