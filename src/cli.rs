@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +13,7 @@ use crate::checkpoint::{self, CheckpointError};
 use crate::consumer::{self, ConsumeError, ConsumeOptions};
 use crate::debug::{self, DebugError, DebugOptions};
 use crate::kafka::group::GroupOptions;
+use crate::kafka::security::Security;
 use crate::kafka::{Cluster, KafkaError};
 use crate::plot;
 use crate::producer::{self, ProduceError, ProduceOptions};
@@ -59,6 +61,13 @@ pub struct Global {
     /// More detail: -v for debug lines, -vv for the Kafka client's own
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Client settings for a secured cluster, a Java properties file as Kafka's own tools
+    /// take it: security.protocol, sasl.mechanism, sasl.jaas.config (or sasl.username and
+    /// sasl.password), ssl.ca.location (or a PEM ssl.truststore.location). KAFKA_SECURITY_PROTOCOL,
+    /// KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SSL_CA_LOCATION and
+    /// the like override it key by key
+    #[arg(long, global = true, value_name = "FILE")]
+    pub command_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,6 +242,8 @@ pub enum CliError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Dashboard(#[from] crate::dashboard::DashboardError),
+    #[error(transparent)]
+    Security(#[from] crate::kafka::security::SecurityError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -247,8 +258,19 @@ pub enum CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let shutdown = Shutdown::on_signals();
     let global = &cli.global;
+    // Read before anything else, so a bad setting stops every program at once; `plot` reaches
+    // no broker but gets the same check, so one file works for all of them.
+    let security = Arc::new(Security::from_environment(
+        global.command_config.as_deref(),
+    )?);
     let connect = || async {
-        Cluster::connect(&global.brokers, Duration::from_secs(global.wait), &shutdown).await
+        Cluster::connect_with(
+            &global.brokers,
+            security.clone(),
+            Duration::from_secs(global.wait),
+            &shutdown,
+        )
+        .await
     };
     match cli.command {
         Command::Produce(args) => {
@@ -331,6 +353,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 listen: args.listen,
                 state_dir: args.state.state_dir,
                 brokers: global.brokers.clone(),
+                security: security.clone(),
                 topic: global.topic.clone(),
             };
             crate::dashboard::run(options, &shutdown).await?;

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
     pub brokers: String,
+    /// How the connections to the brokers are secured (TLS, SASL).
+    pub security: std::sync::Arc<crate::kafka::security::Security>,
     pub topic: String,
 }
 
@@ -424,7 +426,12 @@ async fn follow_broker(shared: Arc<Shared>) {
     loop {
         let view = match &cluster {
             None => {
-                let connect = Cluster::connect(&options.brokers, Duration::ZERO, &shared.shutdown);
+                let connect = Cluster::connect_with(
+                    &options.brokers,
+                    options.security.clone(),
+                    Duration::ZERO,
+                    &shared.shutdown,
+                );
                 match tokio::time::timeout(BROKER_DEADLINE * 2, connect).await {
                     Ok(Ok(connected)) => {
                         cluster = Some(connected);

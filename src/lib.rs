@@ -11,7 +11,9 @@
 //!   consumer group membership, with `kafka::assignor` the range and round-robin assignors;
 //!   `kafka::admin` topics; `kafka::partitioner` Kafka's murmur2; `kafka::backoff` every retry
 //!   delay; `kafka::outage` one line per outage; `kafka::quirks` every broker-specific
-//!   workaround. rskafka is kept for the first connection and topic deletion.
+//!   workaround; `kafka::security` how every connection is secured (TLS, SASL, the
+//!   `--command-config` file and `KAFKA_*` variables).
+//!   rskafka is kept for the first connection and topic deletion.
 //! - `producer`: `weather produce`, which also resumes a topic where it ends, month by month
 //!   (the key), wherever the partition count put each month's last day.
 //! - `stats`: month/year aggregation and the exactly-once rules for what counts: the dedup

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::KafkaError;
 use super::backoff::Backoff;
 use super::metadata::{ClusterView, TopicInfo};
+use super::security::{Operation, Resource, denied};
 use super::wire::Connection;
 
 const CREATE_TOPICS: RangeInclusive<i16> = 2..=7;
@@ -95,6 +96,15 @@ pub async fn create_topic(
                 tokio::time::sleep(backoff.next_delay()).await;
             }
             Some(ResponseError::TopicAlreadyExists) => return Ok(Created::AlreadyThere),
+            // Kafka creates a topic for whoever may CREATE on the cluster or on the topic, and
+            // answers TOPIC_AUTHORIZATION_FAILED to the rest.
+            Some(error) if denied::is_authorization(error) => {
+                return Err(view.denied(
+                    Operation::Create,
+                    Resource::NewTopic(topic.into()),
+                    error,
+                ));
+            }
             Some(error) => {
                 return Err(KafkaError::RefusedWith {
                     action,
@@ -151,7 +161,7 @@ pub async fn wait_until_gone(view: &ClusterView, topic: &str) -> Result<(), Kafk
 async fn any_broker(view: &ClusterView, action: &str) -> Result<Connection, KafkaError> {
     let mut last = None;
     for address in view.bootstrap() {
-        match Connection::open(address).await {
+        match view.open(address).await {
             Ok(connection) => return Ok(connection),
             Err(e) => last = Some(e),
         }

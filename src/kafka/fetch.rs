@@ -41,6 +41,7 @@ use super::KafkaError;
 use super::backoff::Backoff;
 use super::metadata::ClusterView;
 use super::outage::OutageWatch;
+use super::security::{Operation, Resource, denied};
 use super::wire::Connection;
 
 /// Version 4 is the first with isolation levels and aborted transactions (and Apache Kafka
@@ -167,7 +168,7 @@ impl Partition {
                     })?;
                 match answer.error_code.err() {
                     None => Ok(answer.offset),
-                    Some(error) => Err(KafkaError::Refused { action, error }),
+                    Some(error) => Err(self.refused(action, error, Operation::Describe)),
                 }
             }
         })
@@ -225,7 +226,7 @@ impl Partition {
                     .await
                     .map_err(|e| KafkaError::wire(action.clone(), e))?;
                 if let Some(error) = response.error_code.err() {
-                    return Err(KafkaError::Refused { action, error });
+                    return Err(self.refused(action, error, Operation::Read));
                 }
                 let data = response
                     .responses
@@ -241,7 +242,7 @@ impl Partition {
                         error: ResponseError::UnknownTopicOrPartition,
                     })?;
                 if let Some(error) = data.error_code.err() {
-                    return Err(KafkaError::Refused { action, error });
+                    return Err(self.refused(action, error, Operation::Read));
                 }
                 let aborted = data
                     .aborted_transactions
@@ -374,6 +375,16 @@ impl Partition {
         }
     }
 
+    /// The broker's `error` for `action`: an authorization error names what was lacking.
+    fn refused(&self, action: String, error: ResponseError, operation: Operation) -> KafkaError {
+        if denied::is_authorization(error) {
+            self.view
+                .denied(operation, Resource::Topic(self.topic.clone()), error)
+        } else {
+            KafkaError::Refused { action, error }
+        }
+    }
+
     /// The address of the partition's leader now.
     pub async fn leader_address(&self) -> Result<String, KafkaError> {
         Ok(self.leader_connection().await?.address().to_string())
@@ -382,10 +393,18 @@ impl Partition {
     async fn leader_connection(&self) -> Result<Arc<Connection>, KafkaError> {
         let mut leader = self.leader.lock().await;
         if let Some(connection) = leader.as_ref() {
-            return Ok(connection.clone());
+            if !connection.expiring() {
+                return Ok(connection.clone());
+            }
+            debug!(
+                "{} partition {}: SASL session on {} near its end; opening a new connection",
+                self.topic,
+                self.id,
+                connection.address()
+            );
         }
         let address = self.view.leader(&self.topic, self.id).await?;
-        let connection = Connection::open(&address).await.map_err(|e| {
+        let connection = self.view.open(&address).await.map_err(|e| {
             self.view.leader_failed(&self.topic, self.id);
             KafkaError::wire(format!("connecting to {address}"), e)
         })?;

@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 
 use super::assignor::{self, Assignor, Subscriber};
 use super::backoff::Backoff;
+use super::security::{Denied, Operation, Resource};
 use super::wire::{Connection, WireError};
 use super::{Cluster, KafkaError};
 use crate::shutdown::Shutdown;
@@ -159,7 +160,9 @@ pub async fn run<E: From<GroupError>>(
     mut work: impl AsyncFnMut(Generation) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut member = tokio::select! {
-        connection = find_coordinator(cluster, options) => Member::new(connection?, options),
+        connection = find_coordinator(cluster, options) => {
+            Member::new(connection?, options, cluster.view().security().principal())
+        }
         _ = shutdown.requested() => return Ok(()),
     };
     let mut reached = Reached::new();
@@ -269,6 +272,8 @@ pub async fn run<E: From<GroupError>>(
 struct Member {
     connection: Connection,
     options: GroupOptions,
+    /// Who we are to the cluster's authorizer, for the line that says what it refused.
+    principal: String,
     member_id: String,
     generation: i32,
     /// As leader: the partition count of our topic the current assignment was made for
@@ -289,10 +294,11 @@ const OFFSET_COMMIT: std::ops::RangeInclusive<i16> = 2..=8;
 const JOIN_ATTEMPTS: u32 = 50;
 
 impl Member {
-    fn new(connection: Connection, options: &GroupOptions) -> Self {
+    fn new(connection: Connection, options: &GroupOptions, principal: String) -> Self {
         Self {
             connection,
             options: options.clone(),
+            principal,
             member_id: String::new(),
             generation: -1,
             led_for: None,
@@ -351,6 +357,12 @@ impl Member {
             let sent = tokio::time::Instant::now();
             let beat = async {
                 if lost.is_some() {
+                    self.connection = find_coordinator_once(cluster, &self.options).await?;
+                } else if self.connection.expiring() {
+                    debug!(
+                        "group {}: SASL session with the coordinator near its end; opening a new connection",
+                        self.options.group
+                    );
                     self.connection = find_coordinator_once(cluster, &self.options).await?;
                 }
                 self.commit(positions, last_committed).await;
@@ -462,13 +474,7 @@ impl Member {
                         ),
                     ));
                 }
-                Some(error) => {
-                    return Err(GroupError::Refused {
-                        group,
-                        action: "JoinGroup",
-                        error,
-                    });
-                }
+                Some(error) => return Err(self.refusal("JoinGroup", error)),
             }
             self.member_id = joined.member_id.to_string();
             self.generation = joined.generation_id;
@@ -523,13 +529,7 @@ impl Member {
                 Some(e) if !coordinator_moved(e) && (e.is_retriable() || is_rebalance(e)) => {
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
-                Some(error) => {
-                    return Err(GroupError::Refused {
-                        group,
-                        action: "SyncGroup",
-                        error,
-                    });
-                }
+                Some(error) => return Err(self.refusal("SyncGroup", error)),
             }
         }
         Err(self.protocol(
@@ -607,11 +607,7 @@ impl Member {
                 warn!("group {}: heartbeat: {e}", self.options.group);
                 Ok(true)
             }
-            Some(error) => Err(GroupError::Refused {
-                group: self.options.group.clone(),
-                action: "Heartbeat",
-                error,
-            }),
+            Some(error) => Err(self.refusal("Heartbeat", error)),
         }
     }
 
@@ -628,14 +624,18 @@ impl Member {
                     .with_partition_indexes(partitions.to_vec()),
             ]));
         let response = self.connection.request(request, OFFSET_FETCH).await?;
-        refused(&self.options.group, "OffsetFetch", response.error_code)?;
+        if let Some(error) = ResponseError::try_from_code(response.error_code) {
+            return Err(self.refusal("OffsetFetch", error));
+        }
         let mut committed = BTreeMap::new();
         for topic in response.topics {
             if topic.name.0.as_str() != self.options.topic {
                 continue;
             }
             for p in topic.partitions {
-                refused(&self.options.group, "OffsetFetch", p.error_code)?;
+                if let Some(error) = ResponseError::try_from_code(p.error_code) {
+                    return Err(self.refusal("OffsetFetch", error));
+                }
                 if p.committed_offset >= 0 {
                     committed.insert(p.partition_index, p.committed_offset);
                 }
@@ -721,6 +721,10 @@ impl Member {
         self.generation = -1;
     }
 
+    fn refusal(&self, action: &'static str, error: ResponseError) -> GroupError {
+        refusal(&self.principal, &self.options, action, error)
+    }
+
     fn protocol(&self, what: &str, reason: String) -> GroupError {
         GroupError::Protocol {
             group: self.options.group.clone(),
@@ -766,7 +770,7 @@ async fn find_coordinator_once(
 ) -> Result<Connection, GroupError> {
     let mut last = None;
     for address in cluster.bootstrap() {
-        match coordinator_via(address, options).await {
+        match coordinator_via(cluster, address, options).await {
             Ok(connection) => return Ok(connection),
             Err(e) if e.is_transient() => last = Some(e),
             Err(e) => return Err(e),
@@ -779,19 +783,27 @@ async fn find_coordinator_once(
     }))
 }
 
-async fn coordinator_via(address: &str, options: &GroupOptions) -> Result<Connection, GroupError> {
-    let bootstrap = Connection::open(address).await?;
+async fn coordinator_via(
+    cluster: &Cluster,
+    address: &str,
+    options: &GroupOptions,
+) -> Result<Connection, GroupError> {
+    let view = cluster.view();
+    let bootstrap = view.open(address).await?;
     let request = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_string(options.group.clone()))
         .with_key_type(0);
     let response = bootstrap.request(request, FIND_COORDINATOR).await?;
-    refused(&options.group, "FindCoordinator", response.error_code)?;
+    if let Some(error) = ResponseError::try_from_code(response.error_code) {
+        let principal = view.security().principal();
+        return Err(refusal(&principal, options, "FindCoordinator", error));
+    }
     let coordinator = format!("{}:{}", response.host, response.port);
     debug!("group {}: coordinator is {coordinator}", options.group);
     if coordinator == address {
         Ok(bootstrap)
     } else {
-        Ok(Connection::open(&coordinator).await?)
+        Ok(view.open(&coordinator).await?)
     }
 }
 
@@ -812,15 +824,32 @@ fn is_rebalance(error: ResponseError) -> bool {
     )
 }
 
-fn refused(group: &str, action: &'static str, code: i16) -> Result<(), GroupError> {
-    match ResponseError::try_from_code(code) {
-        None => Ok(()),
-        Some(error) => Err(GroupError::Refused {
-            group: group.into(),
-            action,
-            error,
-        }),
-    }
+/// The coordinator's `error` for `action`. An authorizer's no names what was lacking: READ on
+/// the group for every group request (it covers DESCRIBE, which FindCoordinator needs), READ
+/// on the topic for the offsets of its partitions.
+fn refusal(
+    principal: &str,
+    options: &GroupOptions,
+    action: &'static str,
+    error: ResponseError,
+) -> GroupError {
+    let resource = match error {
+        ResponseError::GroupAuthorizationFailed => Resource::Group(options.group.clone()),
+        ResponseError::TopicAuthorizationFailed => Resource::Topic(options.topic.clone()),
+        _ => {
+            return GroupError::Refused {
+                group: options.group.clone(),
+                action,
+                error,
+            };
+        }
+    };
+    GroupError::Kafka(KafkaError::Denied(Box::new(Denied::new(
+        principal,
+        Operation::Read,
+        resource,
+        error,
+    ))))
 }
 
 fn millis(duration: Duration) -> i32 {

@@ -38,6 +38,7 @@ use super::KafkaError;
 use super::backoff::Backoff;
 use super::metadata::ClusterView;
 use super::outage::OutageWatch;
+use super::security::{Operation, Resource, denied};
 use super::wire::{Connection, Pending, WireError};
 
 /// Batches a partition may have sent and not yet seen answered; Kafka keeps the last five
@@ -183,7 +184,7 @@ impl IdempotentProducer {
         partitions: i32,
         options: BatchOptions,
     ) -> Result<Self, SendError> {
-        let (producer_id, epoch) = init_producer_id(view.bootstrap()).await?;
+        let (producer_id, epoch) = init_producer_id(view, topic).await?;
         info!("producer id {producer_id}, epoch {epoch}: idempotent, acks=all");
         let acked = Arc::new(Acked::default());
         let mut queues = Vec::new();
@@ -299,7 +300,8 @@ impl IdempotentProducer {
 
 /// Asks the bootstrap brokers in turn for a producer id, retrying what may pass (a broker
 /// restarting, a coordinator still loading) with backoff, and failing at once on the rest.
-async fn init_producer_id(bootstrap: &[String]) -> Result<(i64, i16), SendError> {
+async fn init_producer_id(view: &ClusterView, topic: &str) -> Result<(i64, i16), SendError> {
+    let bootstrap = view.bootstrap();
     let mut backoff = Backoff::delivery();
     let mut tries = 0;
     loop {
@@ -308,7 +310,7 @@ async fn init_producer_id(bootstrap: &[String]) -> Result<(i64, i16), SendError>
             reason: "no broker address".into(),
         };
         for address in bootstrap {
-            match ask_producer_id(address).await {
+            match ask_producer_id(view, address, topic).await {
                 Ok(id) => return Ok(id),
                 Err((error, retriable)) if retriable => last = error,
                 Err((error, _)) => return Err(error),
@@ -324,7 +326,11 @@ async fn init_producer_id(bootstrap: &[String]) -> Result<(i64, i16), SendError>
 }
 
 /// One `InitProducerId` to one broker; on failure, the error and whether a retry may help.
-async fn ask_producer_id(address: &str) -> Result<(i64, i16), (SendError, bool)> {
+async fn ask_producer_id(
+    view: &ClusterView,
+    address: &str,
+    topic: &str,
+) -> Result<(i64, i16), (SendError, bool)> {
     let failed = |reason: String, retriable: bool| {
         let error = SendError::InitProducerId {
             address: address.into(),
@@ -333,7 +339,8 @@ async fn ask_producer_id(address: &str) -> Result<(i64, i16), (SendError, bool)>
         (error, retriable)
     };
     let request = init_producer_id_request();
-    let connection = Connection::open(address)
+    let connection = view
+        .open(address)
         .await
         .map_err(|e| failed(e.to_string(), e.is_transient()))?;
     let response = connection
@@ -342,6 +349,13 @@ async fn ask_producer_id(address: &str) -> Result<(i64, i16), (SendError, bool)>
         .map_err(|e| failed(e.to_string(), e.is_transient()))?;
     match response.error_code.err() {
         None => Ok((response.producer_id.0, response.producer_epoch)),
+        // Kafka 3+ gives an idempotent producer an id if it may WRITE to any topic (or has
+        // IDEMPOTENT_WRITE on the cluster, the older rule), and answers
+        // CLUSTER_AUTHORIZATION_FAILED otherwise: for us, that is WRITE on our topic.
+        Some(error) if denied::is_authorization(error) => {
+            let denied = view.denied(Operation::Write, Resource::Topic(topic.into()), error);
+            Err((SendError::Kafka(denied), false))
+        }
         Some(error) => Err(failed(describe(response.error_code), error.is_retriable())),
     }
 }
@@ -493,14 +507,23 @@ impl PartitionSender {
     /// The connection to the partition's leader, made on first use or after a failure.
     async fn connect(&mut self) -> Result<Arc<Connection>, SendError> {
         if let Some(connection) = &self.connection {
-            return Ok(connection.clone());
+            // A SASL session near its end is replaced only between rounds: batches in flight
+            // must all be on one connection, or the broker could see them out of order.
+            if !(connection.expiring() && self.in_flight.is_empty()) {
+                return Ok(connection.clone());
+            }
+            debug!(
+                "partition {}: SASL session on {} near its end; opening a new connection",
+                self.partition,
+                connection.address()
+            );
         }
         let leader = self
             .view
             .leader(&self.topic, self.partition)
             .await
             .map_err(SendError::Kafka)?;
-        let connection = match Connection::open(&leader).await {
+        let connection = match self.view.open(&leader).await {
             Ok(connection) => Arc::new(connection),
             Err(e) => {
                 self.view.leader_failed(&self.topic, self.partition);
@@ -625,6 +648,13 @@ impl PartitionSender {
                     topic: self.topic.clone(),
                     partition: self.partition,
                 });
+            }
+            Some(error) if denied::is_authorization(error) => {
+                return Err(SendError::Kafka(self.view.denied(
+                    Operation::Write,
+                    Resource::Topic(self.topic.clone()),
+                    error,
+                )));
             }
             Some(error) if error.is_retriable() => {
                 let reconnect = matches!(

@@ -14,8 +14,11 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+
 use super::KafkaError;
-use super::wire::Connection;
+use super::security::{Denied, Operation, Resource, Security};
+use super::wire::{Connection, WireError};
 
 /// Version 4 is the first that can ask for no auto-creation; 10 and later carry topic ids.
 const METADATA_VERSIONS: RangeInclusive<i16> = 4..=12;
@@ -47,6 +50,8 @@ pub struct PartitionInfo {
 #[derive(Debug)]
 pub struct ClusterView {
     bootstrap: Vec<String>,
+    /// How every connection to this cluster is secured.
+    security: Arc<Security>,
     known: Mutex<Known>,
 }
 
@@ -58,11 +63,44 @@ struct Known {
 }
 
 impl ClusterView {
+    /// A view of a cluster reached in plaintext, unauthenticated.
     pub fn new(bootstrap: Vec<String>) -> Self {
+        Self::secured(bootstrap, Security::plaintext())
+    }
+
+    /// A view of a cluster whose every connection is secured as `security` says.
+    pub fn secured(bootstrap: Vec<String>, security: Arc<Security>) -> Self {
         Self {
             bootstrap,
+            security,
             known: Mutex::default(),
         }
+    }
+
+    /// A new connection to `address` with this cluster's TLS and SASL settings: the one way
+    /// the library opens a wire connection.
+    pub async fn open(&self, address: &str) -> Result<Connection, WireError> {
+        Connection::open_with(address, &self.security).await
+    }
+
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
+    }
+
+    /// The refusal of `operation` on `resource` by this cluster's authorizer, for the
+    /// principal these settings authenticate as.
+    pub fn denied(
+        &self,
+        operation: Operation,
+        resource: Resource,
+        error: ResponseError,
+    ) -> KafkaError {
+        KafkaError::Denied(Box::new(Denied::new(
+            self.security.principal(),
+            operation,
+            resource,
+            error,
+        )))
     }
 
     pub fn bootstrap(&self) -> &[String] {
@@ -91,6 +129,10 @@ impl ClusterView {
             Some(ResponseError::UnknownTopicOrPartition) => {
                 known.topics.remove(topic);
                 return Ok(None);
+            }
+            // Metadata lists a topic only to those allowed to DESCRIBE it.
+            Some(error @ ResponseError::TopicAuthorizationFailed) => {
+                return Err(self.denied(Operation::Describe, Resource::Topic(topic.into()), error));
             }
             Some(error) => {
                 return Err(KafkaError::Refused {
@@ -179,7 +221,7 @@ impl ClusterView {
                     MetadataRequestTopic::default()
                         .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
                 ]));
-            let answer = match Connection::open(address).await {
+            let answer = match self.open(address).await {
                 Ok(connection) => connection.request(request, METADATA_VERSIONS).await,
                 Err(e) => Err(e),
             };

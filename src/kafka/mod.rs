@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod outage;
 pub mod partitioner;
 pub mod quirks;
+pub mod security;
 pub mod wire;
 
 use std::net::ToSocketAddrs;
@@ -32,7 +33,8 @@ use crate::shutdown::Shutdown;
 use backoff::Backoff;
 use metadata::{ClusterView, TopicInfo};
 use quirks::Flavor;
-use wire::{Connection, WireError};
+use security::{Operation, Resource, Security};
+use wire::WireError;
 
 pub use fetch::{Fetched, FetchedRecord, Partition, is_offset_out_of_range};
 
@@ -91,6 +93,9 @@ pub enum KafkaError {
         offset: i64,
         reason: String,
     },
+    /// The cluster's authorizer said no: never retried, one line naming who lacked what.
+    #[error(transparent)]
+    Denied(#[from] Box<security::Denied>),
     #[error("interrupted")]
     Interrupted,
 }
@@ -132,6 +137,7 @@ impl KafkaError {
                 _ => true,
             },
             Self::BadAddress { .. }
+            | Self::Denied(_)
             | Self::NoTopic { .. }
             | Self::Corrupt { .. }
             | Self::Interrupted => false,
@@ -163,10 +169,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Connects to `brokers` (comma-separated `host:port`), waiting up to `wait` for one to
-    /// accept connections, with a log line while it waits.
+    /// Connects to `brokers` (comma-separated `host:port`) in plaintext, unauthenticated;
+    /// see `connect_with`.
     pub async fn connect(
         brokers: &str,
+        wait: Duration,
+        shutdown: &Shutdown,
+    ) -> Result<Self, KafkaError> {
+        Self::connect_with(brokers, Security::plaintext(), wait, shutdown).await
+    }
+
+    /// Connects to `brokers` (comma-separated `host:port`) with `security`'s TLS and SASL
+    /// settings, waiting up to `wait` for one to accept connections, with a log line while it
+    /// waits. The first connection is not retried past that: a certificate, a password or a
+    /// protocol that does not match the listener is one line at once.
+    pub async fn connect_with(
+        brokers: &str,
+        security: Arc<Security>,
         wait: Duration,
         shutdown: &Shutdown,
     ) -> Result<Self, KafkaError> {
@@ -192,27 +211,49 @@ impl Cluster {
             }
         }
         let reachable = wait_until_reachable(&addresses, brokers, wait, shutdown).await?;
-        let flavor = Connection::open(&reachable)
+        tracing::debug!("connecting with {}", security.describe());
+        let view = Arc::new(ClusterView::secured(addresses.clone(), security.clone()));
+        let first = view
+            .open(&reachable)
             .await
-            .map_err(|e| KafkaError::wire(format!("asking {reachable} what it speaks"), e))?
-            .flavor();
+            .map_err(|e| KafkaError::wire(format!("connecting to {reachable}"), e))?;
+        let flavor = first.flavor();
         if flavor != Flavor::ApacheKafka {
             tracing::debug!("{reachable} is {flavor:?}: its workarounds apply (kafka::quirks)");
         }
-        let client = ClientBuilder::new(addresses.clone())
+        // A SASL listener answers ApiVersions before authentication and hangs up on anything
+        // else: one request of substance here turns that into a line about security.protocol.
+        if security.sasl.is_none() {
+            let probe = kafka_protocol::messages::MetadataRequest::default()
+                .with_topics(Some(Vec::new()))
+                .with_allow_auto_topic_creation(false);
+            // Anything but a hang-up shows itself on the requests that follow, as before.
+            if let Err(WireError::Closed { .. }) = first.request(probe, 4..=12).await {
+                return Err(KafkaError::wire(
+                    format!("connecting to {reachable}"),
+                    WireError::NeedsSasl { address: reachable },
+                ));
+            }
+        }
+        drop(first);
+        let mut builder = ClientBuilder::new(addresses.clone())
             .client_id("weather-stream")
-            .backoff_config(backoff::rskafka_config(REQUEST_DEADLINE))
-            .build()
-            .await
-            .map_err(|e| KafkaError::Unreachable {
-                brokers: brokers.into(),
-                reason: e.to_string(),
-                waited: REQUEST_DEADLINE,
-            })?;
+            .backoff_config(backoff::rskafka_config(REQUEST_DEADLINE));
+        if let Some(tls) = &security.tls {
+            builder = builder.tls_config(tls.config());
+        }
+        if let Some(credentials) = &security.sasl {
+            builder = builder.sasl_config(security::sasl::rskafka_config(credentials));
+        }
+        let client = builder.build().await.map_err(|e| KafkaError::Unreachable {
+            brokers: brokers.into(),
+            reason: e.to_string(),
+            waited: REQUEST_DEADLINE,
+        })?;
         Ok(Self {
             client,
             brokers: brokers.into(),
-            view: Arc::new(ClusterView::new(addresses)),
+            view,
             flavor,
         })
     }
@@ -317,6 +358,16 @@ impl Cluster {
                 protocol_error: ProtocolError::UnknownTopicOrPartition,
                 ..
             }) => {}
+            Err(ClientError::ServerError {
+                protocol_error: ProtocolError::TopicAuthorizationFailed,
+                ..
+            }) => {
+                return Err(self.view.denied(
+                    Operation::Delete,
+                    Resource::Topic(topic.into()),
+                    kafka_protocol::ResponseError::TopicAuthorizationFailed,
+                ));
+            }
             Err(e) => return Err(KafkaError::request(format!("deleting topic {topic}"))(e)),
         }
         admin::wait_until_gone(&self.view, topic).await?;

@@ -1,5 +1,6 @@
-//! The Kafka wire for what rskafka lacks: one TCP connection to one broker, speaking the
-//! `kafka-protocol` crate's messages.
+//! The Kafka wire for what rskafka lacks: one connection to one broker, speaking the
+//! `kafka-protocol` crate's messages, over TCP or TLS, authenticated with SASL where the
+//! cluster's settings say so (`security`).
 //!
 //! Requests are pipelined: `send` writes a request and returns at once with a handle on its
 //! response, so several can be in flight. A broker answers the requests of one connection in
@@ -7,6 +8,13 @@
 //! flight per partition without reordering them. A background task reads responses and hands
 //! each to its caller by correlation id; when the connection breaks, every caller still waiting
 //! gets `WireError::Closed`, and the connection is of no further use (make a new one).
+//!
+//! A SASL session the broker gives a lifetime (KIP-368, `connections.max.reauth.ms`) is not
+//! re-authenticated in place: at 85% of its lifetime the connection says it is `expiring`, and
+//! the callers that keep connections (partition leaders, the producer's senders, the group's
+//! coordinator) open a fresh, freshly authenticated one before the next request, the same
+//! path they take after a lost connection, minus the waiting and the log lines. Requests
+//! already in flight finish on the old one; the broker only refuses new ones after expiry.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -19,12 +27,13 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::quirks::Flavor;
+use super::security::{Security, sasl, tls};
 
 const CLIENT_ID: &str = "weather-stream";
 
@@ -43,6 +52,23 @@ pub enum WireError {
     },
     #[error("connection to {address} closed")]
     Closed { address: String },
+    #[error(
+        "{address} closed the connection at once: is it a TLS or SASL listener? set \
+         security.protocol (in the --command-config file, or KAFKA_SECURITY_PROTOCOL)"
+    )]
+    ClosedAtOnce { address: String },
+    #[error(
+        "{address} closed the connection after ApiVersions: is it a SASL listener? set \
+         security.protocol and the SASL settings (in the --command-config file, or KAFKA_*)"
+    )]
+    NeedsSasl { address: String },
+    #[error("{}", failure.line(address))]
+    Tls {
+        address: String,
+        failure: Box<tls::Failure>,
+    },
+    #[error(transparent)]
+    Authentication(Box<sasl::AuthenticationFailed>),
     #[error("no response from {address} within {timeout:?}")]
     TimedOut { address: String, timeout: Duration },
     #[error("{address} does not speak {api:?} versions {ours:?} (it offers {broker:?})")]
@@ -63,20 +89,29 @@ pub enum WireError {
 impl WireError {
     /// True when trying again on a new connection may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Connect { .. } | Self::Closed { .. } | Self::TimedOut { .. }
-        )
+        match self {
+            Self::Connect { .. }
+            | Self::Closed { .. }
+            | Self::ClosedAtOnce { .. }
+            | Self::TimedOut { .. } => true,
+            Self::NeedsSasl { .. } => false,
+            // A certificate or a password does not get better by trying again.
+            Self::Tls { failure, .. } => failure.is_transient(),
+            Self::Authentication(_) | Self::Unsupported { .. } | Self::Codec { .. } => false,
+        }
     }
 }
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<Bytes>>>>;
 
 /// One connection to one broker.
-#[derive(Debug)]
 pub struct Connection {
     address: String,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// Plain TCP or TLS, whichever the cluster's settings say: the same pipelining either way.
+    writer: tokio::sync::Mutex<Writer>,
     waiters: Waiters,
     /// Set when the reader has stopped: the connection is dead.
     closed: Arc<AtomicBool>,
@@ -86,7 +121,21 @@ pub struct Connection {
     /// The versions the broker accepts, by API key.
     versions: HashMap<i16, RangeInclusive<i16>>,
     flavor: Flavor,
+    /// When to stop using this connection for new requests: 85% into the SASL session's
+    /// lifetime, where the broker gave one.
+    expires: Option<Instant>,
     reader: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("address", &self.address)
+            .field("flavor", &self.flavor)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Connection {
@@ -142,8 +191,16 @@ impl<R: Request> Pending<R> {
 }
 
 impl Connection {
-    /// Connects to `address` (host:port) and asks which API versions it speaks.
+    /// Connects to `address` (host:port) in plaintext, unauthenticated, and asks which API
+    /// versions it speaks. The library opens its connections through `ClusterView::open`,
+    /// which applies the cluster's security settings.
     pub async fn open(address: &str) -> Result<Self, WireError> {
+        Self::open_with(address, &Security::default()).await
+    }
+
+    /// Connects to `address` as `security` says: TCP, then the TLS handshake where the
+    /// protocol has TLS, then ApiVersions, then SASL where it has SASL.
+    pub async fn open_with(address: &str, security: &Security) -> Result<Self, WireError> {
         let connect_error = |source| WireError::Connect {
             address: address.into(),
             source,
@@ -153,7 +210,30 @@ impl Connection {
             .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
             .map_err(connect_error)?;
         stream.set_nodelay(true).map_err(connect_error)?;
-        let (read, write) = stream.into_split();
+        let (read, write): (Reader, Writer) = match &security.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Some(settings) => {
+                let tls_error = |failure| WireError::Tls {
+                    address: address.into(),
+                    failure: Box::new(failure),
+                };
+                let name = tls::Tls::server_name(address).ok_or_else(|| {
+                    tls_error(tls::Failure::Other {
+                        detail: "the host is not a valid DNS name or IP address".into(),
+                    })
+                })?;
+                let connector = tokio_rustls::TlsConnector::from(settings.config());
+                let stream = tokio::time::timeout(REQUEST_TIMEOUT, connector.connect(name, stream))
+                    .await
+                    .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
+                    .map_err(|e| tls_error(tls::Failure::of(&e, address, settings.trust())))?;
+                let (read, write) = tokio::io::split(stream);
+                (Box::new(read), Box::new(write))
+            }
+        };
         let waiters = Waiters::default();
         let closed = Arc::new(AtomicBool::new(false));
         let reader = tokio::spawn(read_responses(
@@ -170,17 +250,43 @@ impl Connection {
             timeout: REQUEST_TIMEOUT,
             versions: HashMap::new(),
             flavor: Flavor::ApacheKafka,
+            expires: None,
             reader,
         };
-        // Version 0 of ApiVersions is understood by every broker, old and new.
-        let versions = connection
-            .send_at(ApiVersionsRequest::default(), 0)
-            .await?
-            .response()
-            .await?;
+        // Version 0 of ApiVersions is understood by every broker, old and new, and answered
+        // before authentication.
+        let versions = match connection.send_at(ApiVersionsRequest::default(), 0).await {
+            Ok(pending) => pending.response().await,
+            Err(e) => Err(e),
+        };
+        let versions = match versions {
+            Ok(versions) => versions,
+            // A TLS listener reads our request as a broken handshake and hangs up.
+            Err(WireError::Closed { .. }) if security.tls.is_none() => {
+                return Err(WireError::ClosedAtOnce {
+                    address: address.into(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         connection.versions = supported_versions(&versions);
         connection.flavor = Flavor::detect(&connection.versions);
+        if let Some(credentials) = &security.sasl {
+            let lifetime = sasl::authenticate(&connection, credentials).await?;
+            connection.expires = lifetime.map(|l| Instant::now() + l.mul_f64(0.85));
+        }
         Ok(connection)
+    }
+
+    /// True once the SASL session is close to its end: open a new connection for the next
+    /// request (see the module's note on re-authentication).
+    pub fn expiring(&self) -> bool {
+        self.expires.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// True when this connection can take new requests: not closed, not expiring.
+    pub fn usable(&self) -> bool {
+        !self.closed.load(Ordering::Relaxed) && !self.expiring()
     }
 
     pub fn address(&self) -> &str {
@@ -346,11 +452,7 @@ fn supported_versions(response: &ApiVersionsResponse) -> HashMap<i16, RangeInclu
 
 /// Reads frames until the connection ends, giving each to the caller waiting for it. Dropping
 /// the waiters on exit tells every remaining caller the connection is gone.
-async fn read_responses(
-    mut read: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    waiters: Waiters,
-    closed: Arc<AtomicBool>,
-) {
+async fn read_responses(mut read: BufReader<Reader>, waiters: Waiters, closed: Arc<AtomicBool>) {
     while let Ok(length) = read.read_i32().await {
         let Ok(length) = usize::try_from(length) else {
             break;
