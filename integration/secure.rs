@@ -1077,3 +1077,94 @@ fn make_demo_runs_on_kafka_secure_with_each_users_file_and_again_the_next_day() 
             .arg(&state),
     );
 }
+
+/// `make TARGET BROKER=kafka-secure` with the broker's data in `dir` and its port `port`.
+fn make(target: &str, port: u16, dir: &Path, extra: &[&str]) -> Output {
+    Command::new("make")
+        .args([
+            "-s",
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            target,
+            "BROKER=kafka-secure",
+        ])
+        .args(extra)
+        .env("KAFKA_PORT", port.to_string())
+        .env("KAFKA_DIR", dir)
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("COMMAND_CONFIG")
+        .output()
+        .expect("run make")
+}
+
+#[test]
+fn make_up_status_and_down_with_broker_kafka_secure_and_each_target_gets_its_users_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_pair();
+    let _down = Down(port, dir.path());
+    let up = make("up", port, dir.path(), &[]);
+    let said = format!("{}{}", stdout(&up), stderr(&up));
+    assert!(up.status.success(), "{said}");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    let secure = dir.path().join("secure");
+    for words in [
+        format!("KAFKA_BROKERS=127.0.0.1:{port} over SASL_SSL"),
+        format!("{}/producer.properties", secure.display()),
+        format!("{}/consumer.properties", secure.display()),
+        format!("{}/admin.properties", secure.display()),
+        format!("CA {}/ca.pem", secure.display()),
+        "added 9 of 9 ACLs".to_string(),
+    ] {
+        assert!(said.contains(&words), "{words} not in: {said}");
+    }
+    let status = make("status", port, dir.path(), &[]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(
+        stdout(&status).contains(&format!("running on 127.0.0.1:{port}")),
+        "{}",
+        stdout(&status)
+    );
+
+    // Each program's target passes the file of the user it needs, or COMMAND_CONFIG's.
+    let dry = |target: &str, extra: &[&str]| {
+        let output = make(target, port, dir.path(), &[&["-n"][..], extra].concat());
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+            .lines()
+            .find(|l| l.contains("weather"))
+            .unwrap_or_else(|| panic!("no weather command in make -n {target}"))
+            .to_string()
+    };
+    let producer = format!(
+        "--command-config {}/producer.properties produce",
+        secure.display()
+    );
+    assert!(
+        dry("produce", &[]).contains(&producer),
+        "{}",
+        dry("produce", &[])
+    );
+    for target in ["debug", "consume", "verify", "plot", "serve"] {
+        let line = dry(target, &[]);
+        let consumer = format!(
+            "--command-config {}/consumer.properties {target}",
+            secure.display()
+        );
+        assert!(line.contains(&consumer), "make {target}: {line}");
+        let line = dry(target, &["COMMAND_CONFIG=/elsewhere/client.properties"]);
+        assert!(
+            line.contains(&format!(
+                "--command-config /elsewhere/client.properties {target}"
+            )),
+            "make {target} COMMAND_CONFIG=...: {line}"
+        );
+    }
+
+    let down = make("down", port, dir.path(), &[]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(stdout(&down).contains("stopped"), "{}", stdout(&down));
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still listening after make down"
+    );
+}
