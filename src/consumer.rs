@@ -551,6 +551,8 @@ async fn consume_partition(
                     _ = shutdown.requested() => break,
                 }
             }
+            // No retry changes what the cluster allows us.
+            Err(e) if e.denies_access() => return Err(e.into()),
             Err(source) => {
                 failures += 1;
                 if target.is_some() && failures >= CATCH_UP_RETRIES {

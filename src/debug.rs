@@ -160,6 +160,8 @@ async fn print_partition(
                     }
                 }
             }
+            // No retry changes what the cluster allows us.
+            Err(e) if e.denies_access() => return Err(e.into()),
             Err(e) => {
                 let delay: Duration = backoff.next_delay();
                 watch.lost(id, &format!("at offset {offset}: {e}"));

@@ -18,8 +18,9 @@ fn main() -> ExitCode {
         }
     };
     let default_filter = match cli.global.verbose {
-        // rskafka logs every failed reconnect; the programs say it once, in their own words.
-        0 => "weather_stream=info,weather=info,rskafka=error,warn",
+        // rskafka logs every failed reconnect and every refused request; the programs say it
+        // once, in their own words.
+        0 => "weather_stream=info,weather=info,rskafka=off,warn",
         1 => "weather_stream=debug,weather=debug,info",
         _ => "debug",
     };

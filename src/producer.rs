@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::kafka::idempotent::{Acked, BatchOptions, IdempotentProducer, Outgoing, SendError};
 use crate::kafka::partitioner::partition_for;
+use crate::kafka::security::Operation;
 use crate::kafka::{Cluster, KafkaError, Partition};
 use crate::report::{MONTHS, format_date, month_name};
 use crate::shutdown::Shutdown;
@@ -58,6 +59,18 @@ pub enum ProduceError {
     Send(#[from] SendError),
     #[error("ran out of dates after {last}")]
     EndOfCalendar { last: String },
+    /// Resuming reads the topic's last days, which needs READ; a producer's user often lacks it.
+    #[error(
+        "{} is not allowed to READ topic {topic} ({}), which the producer reads to resume after \
+         the last day in it; ask the cluster's admin for an ACL allowing READ on topic {topic}, \
+         or write to a new topic (--topic)",
+        denied.principal,
+        crate::kafka::security::denied::code_name(denied.error)
+    )]
+    CannotResume {
+        topic: String,
+        denied: Box<crate::kafka::security::Denied>,
+    },
 }
 
 /// What a run wrote: days acknowledged by the broker, and the dates handed to it.
@@ -94,7 +107,15 @@ pub async fn run(
         session += 1;
         // Read afresh for every session: a session that ended early may have written batches
         // whose answers never came.
-        let extent = topic_extent(&partitions).await?;
+        let extent = topic_extent(&partitions).await.map_err(|e| match e {
+            KafkaError::Denied(denied) if denied.operation == Operation::Read => {
+                ProduceError::CannotResume {
+                    topic: topic.clone(),
+                    denied,
+                }
+            }
+            other => other.into(),
+        })?;
         if let (1, Some(last)) = (session, extent.last.values().map(|l| l.date).max()) {
             info!(
                 "topic {topic} already holds days up to {}; resuming after it (--reset starts over)",

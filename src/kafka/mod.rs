@@ -145,6 +145,24 @@ impl KafkaError {
     }
 }
 
+impl KafkaError {
+    /// True when the cluster refuses us access for good: an authorizer's no, credentials it
+    /// does not take, a certificate we do not trust. Loops that ride out outages stop on these
+    /// at once, since waiting cannot change them.
+    pub fn denies_access(&self) -> bool {
+        match self {
+            Self::Denied(_) => true,
+            Self::Wire { source, .. } => {
+                matches!(
+                    source,
+                    WireError::Authentication(_) | WireError::NeedsSasl { .. }
+                ) || matches!(source, WireError::Tls { .. } if !source.is_transient())
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A broker's error as a person reads it: Kafka's name for it, then what it means.
 pub fn explain(error: ResponseError) -> String {
     format!("{error:?}: {error}")

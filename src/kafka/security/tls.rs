@@ -389,7 +389,11 @@ impl Failure {
                     presented: if presented.is_empty() {
                         "no names".into()
                     } else {
-                        presented.join(", ")
+                        presented
+                            .iter()
+                            .map(|name| readable_name(name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     },
                 },
                 other => Failure::Certificate {
@@ -451,6 +455,21 @@ impl Failure {
     pub fn is_transient(&self) -> bool {
         matches!(self, Failure::NotTls | Failure::Other { .. })
     }
+}
+
+/// rustls prints a certificate's names as `DnsName("broker.example.com")` and
+/// `IpAddress(127.0.0.1)`; a person reads `broker.example.com` and `IP address 127.0.0.1`.
+fn readable_name(name: &str) -> String {
+    if let Some(ip) = name
+        .strip_prefix("IpAddress(")
+        .and_then(|n| n.strip_suffix(')'))
+    {
+        return format!("IP address {ip}");
+    }
+    name.strip_prefix("DnsName(")
+        .and_then(|n| n.strip_suffix(')'))
+        .map_or(name, |n| n.trim_matches('"'))
+        .to_string()
 }
 
 fn host_of(address: &str) -> String {
