@@ -362,11 +362,25 @@ format_node() {
     printf '%s' "$id" >"$DIR/cluster.id"
   fi
   java_command "$dir" log4j2.properties
-  scram_arguments
-  if ! "${JAVA_COMMAND[@]}" kafka.tools.StorageTool format -t "$(cat "$DIR/cluster.id")" \
-      -c "$dir/server.properties" "${SCRAM_ARGUMENTS[@]}" >"$dir/logs/format.log" 2>&1; then
+  local format=(kafka.tools.StorageTool format -t "$(cat "$DIR/cluster.id")" -c "$dir/server.properties")
+  if [ "$MODE" = kafka-secure ]; then
+    # The users' passwords reach the JVM in a 0600 argument file (java @FILE holds the main
+    # class and its arguments), never on a command line that anyone's ps shows.
+    local argument arguments=$SECURE/format.arguments
+    scram_arguments
+    (
+      umask 077
+      for argument in "${format[@]}" "${SCRAM_ARGUMENTS[@]}"; do
+        printf '"%s"\n' "$argument"
+      done >"$arguments"
+    )
+    format=("@$arguments")
+  fi
+  if ! "${JAVA_COMMAND[@]}" "${format[@]}" >"$dir/logs/format.log" 2>&1; then
+    rm -f "$SECURE/format.arguments"
     fail "formatting node $id's storage failed: $(tail -n 3 "$dir/logs/format.log" | tr '\n' ' ')"
   fi
+  rm -f "$SECURE/format.arguments"
 }
 
 start_node() {
