@@ -1168,3 +1168,40 @@ fn make_up_status_and_down_with_broker_kafka_secure_and_each_target_gets_its_use
         "still listening after make down"
     );
 }
+
+#[test]
+fn a_formatted_node_whose_users_files_are_gone_is_refused_in_one_line() {
+    // The SCRAM users live in the formatted data; new files would hold passwords the broker
+    // never heard of, so the script refuses rather than start a broker nobody can log in to.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node-1/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("meta.properties"), "node.id=1\n").unwrap();
+    let port = free_port_pair();
+    let output = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+        .args(["up", "kafka-secure"])
+        .env("KAFKA_PORT", port.to_string())
+        .env("KAFKA_DIR", dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/kafka.sh");
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains("passwords are lost"), "{err}");
+    assert!(
+        lines[0].contains(&format!("remove {}", dir.path().display())),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("secure").exists(),
+        "files were made anyway"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "a broker started anyway"
+    );
+}
