@@ -271,7 +271,7 @@ EOF
     )
   done
   rm -f "$log"
-  touch "$SECURE/.complete"
+  (umask 077 && : >"$SECURE/.complete")
 }
 
 # The --add-scram arguments that create the users when the storage is formatted.

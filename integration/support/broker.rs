@@ -4,15 +4,19 @@
 //! `WEATHER_TEST_BROKER` picks the broker of `Broker::start`: `tansu` (the default) or `kafka`.
 //! `make test` runs the suites once with each. Kafka nodes are started by `scripts/kafka.sh`,
 //! the same script as `make up BROKER=kafka`, so the tests run the configuration users get.
+//! `Broker::kafka_secure` is `make up BROKER=kafka-secure`: one node behind SASL_SSL with
+//! SCRAM users and ACLs, whose client files (`secure/*.properties`, `ca.pem`) it exposes.
 
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use weather_stream::kafka::Cluster;
+use weather_stream::kafka::security::Security;
 use weather_stream::shutdown::Shutdown;
 
 use super::runtime;
@@ -47,6 +51,8 @@ pub struct Broker {
     pub kind: Kind,
     nodes: Vec<Node>,
     dir: TempDir,
+    /// The kafka-secure layout: SASL_SSL only, clients need a user's properties file.
+    secure: bool,
 }
 
 struct Node {
@@ -99,11 +105,78 @@ impl Broker {
         Self::launch(Kind::Kafka, nodes)
     }
 
+    /// One Apache Kafka node as `make up BROKER=kafka-secure` starts it: a SASL_SSL listener
+    /// (SCRAM-SHA-512) with a certificate for IP:127.0.0.1 signed by its own CA, the users
+    /// admin (super user), producer and consumer, and least-privilege ACLs.
+    pub fn kafka_secure() -> Broker {
+        let ports = free_ports(2);
+        let nodes = vec![Node {
+            port: ports[0],
+            controller: ports[1],
+            advertised: ports[0],
+            tansu: None,
+        }];
+        Self::launch_as(Kind::Kafka, nodes, true)
+    }
+
     fn launch(kind: Kind, nodes: Vec<Node>) -> Broker {
+        Self::launch_as(kind, nodes, false)
+    }
+
+    fn launch_as(kind: Kind, nodes: Vec<Node>, secure: bool) -> Broker {
         let dir = tempfile::tempdir().expect("temporary folder for the broker");
-        let mut broker = Broker { kind, nodes, dir };
+        let mut broker = Broker {
+            kind,
+            nodes,
+            dir,
+            secure,
+        };
         broker.start_missing();
         broker
+    }
+
+    /// The folder scripts/kafka.sh keeps a secure broker's CA and users' files in.
+    pub fn secure_dir(&self) -> PathBuf {
+        assert!(self.secure, "only Broker::kafka_secure has client files");
+        self.dir.path().join("secure")
+    }
+
+    /// The properties file of `user` (admin, producer or consumer): `--command-config` for
+    /// Kafka's tools and for `weather` alike.
+    pub fn properties(&self, user: &str) -> PathBuf {
+        self.secure_dir().join(format!("{user}.properties"))
+    }
+
+    /// The CA that signed the broker's certificate (PEM).
+    pub fn ca(&self) -> PathBuf {
+        self.secure_dir().join("ca.pem")
+    }
+
+    /// The password in `user`'s properties file.
+    pub fn password(&self, user: &str) -> String {
+        let text = read(&self.properties(user));
+        text.split("password=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no password in {}", self.properties(user).display()))
+            .to_string()
+    }
+
+    /// `weather` as `user` of a secure broker (its properties file as `--command-config`);
+    /// on any other broker, plain [`Broker::weather`].
+    pub fn weather_as(&self, user: &str) -> Command {
+        if self.secure {
+            self.weather_with(&self.properties(user))
+        } else {
+            self.weather()
+        }
+    }
+
+    /// `weather --command-config FILE`.
+    pub fn weather_with(&self, config: &Path) -> Command {
+        let mut command = self.weather();
+        command.arg("--command-config").arg(config);
+        command
     }
 
     /// The bootstrap list: every node, comma-separated.
@@ -217,12 +290,23 @@ impl Broker {
         }
     }
 
-    /// A library connection, for reading the topic the way a checker would.
+    /// A library connection, for reading the topic the way a checker would: on a secure
+    /// broker as User:admin (from its file alone, whatever KAFKA_* says), who may read all.
     pub fn cluster(&self) -> Cluster {
         let (_trigger, shutdown) = Shutdown::new();
+        let security = if self.secure {
+            let admin = self.properties("admin");
+            Arc::new(
+                Security::load(Some(&admin), &|_| None)
+                    .unwrap_or_else(|e| panic!("{}: {e}", admin.display())),
+            )
+        } else {
+            Security::plaintext()
+        };
         runtime()
-            .block_on(Cluster::connect(
+            .block_on(Cluster::connect_with(
                 &self.address(),
+                security,
                 Duration::from_secs(30),
                 &shutdown,
             ))
@@ -297,7 +381,9 @@ impl Broker {
     }
 
     fn mode(&self) -> &'static str {
-        if self.nodes.len() == 1 {
+        if self.secure {
+            "kafka-secure"
+        } else if self.nodes.len() == 1 {
             "kafka"
         } else {
             "kafka-cluster"

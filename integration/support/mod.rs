@@ -40,27 +40,33 @@ pub const HOLD_SAVE: &str = "WEATHER_TEST_HOLD_SAVE";
 pub const HELD: &str = "save held before its rename";
 
 impl Broker {
-    /// `weather produce --count DAYS --delay-ms 0`, run to completion.
+    /// `weather produce --count DAYS --delay-ms 0`, run to completion (on a secure broker,
+    /// as the producer's user).
     pub fn produce(&self, days: u64) -> Output {
-        run_ok(
-            self.weather()
-                .args(["produce", "--count", &days.to_string(), "--delay-ms", "0"]),
-        )
+        run_ok(self.weather_as("producer").args([
+            "produce",
+            "--count",
+            &days.to_string(),
+            "--delay-ms",
+            "0",
+        ]))
     }
 
-    /// `weather consume PARTITIONS --until-caught-up --state-dir DIR`, run to completion.
+    /// `weather consume PARTITIONS --until-caught-up --state-dir DIR`, run to completion (on a
+    /// secure broker, as the consumer's user).
     pub fn catch_up(&self, partitions: &str, state_dir: &Path) -> Output {
         run_ok(
-            self.weather()
+            self.weather_as("consumer")
                 .args(["consume", partitions, "--until-caught-up", "--state-dir"])
                 .arg(state_dir),
         )
     }
 
-    /// `weather verify --state-dir DIR`, insisting that every file matches the topic.
+    /// `weather verify --state-dir DIR`, insisting that every file matches the topic (on a
+    /// secure broker, as the consumer's user).
     pub fn verify(&self, state_dir: &Path) -> Output {
         run_ok(
-            self.weather()
+            self.weather_as("consumer")
                 .arg("verify")
                 .arg("--state-dir")
                 .arg(state_dir),
