@@ -21,6 +21,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointError, OwnedFile, TopicIdent
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, GroupError, GroupOptions};
 use crate::kafka::outage::OutageWatch;
+use crate::kafka::security::Operation;
 use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
 use crate::lock::{LockError, PartitionLock};
 use crate::shutdown::Shutdown;
@@ -205,7 +206,12 @@ pub async fn run_group(
 /// (a save that cannot happen would otherwise surface only after the first fetch); returns
 /// the partition count.
 async fn prepare(cluster: &Cluster, options: &ConsumeOptions) -> Result<i32, ConsumeError> {
-    let count = cluster.require_topic(&options.topic).await?;
+    // READ first: without it nothing below could be used, and no file is touched.
+    let count = cluster
+        .require_allowed(&options.topic, Operation::Read)
+        .await?
+        .partitions
+        .len() as i32;
     std::fs::create_dir_all(&options.state_dir).map_err(|source| ConsumeError::StateDir {
         path: options.state_dir.clone(),
         source,

@@ -16,6 +16,7 @@ use crate::consumer::FETCH_BYTES;
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, Generation, GroupError, GroupOptions, Positions};
 use crate::kafka::outage::OutageWatch;
+use crate::kafka::security::Operation;
 use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
 use crate::shutdown::Shutdown;
 use crate::stats::DayReading;
@@ -50,7 +51,9 @@ pub async fn run(
     options: &DebugOptions,
     shutdown: &Shutdown,
 ) -> Result<(), DebugError> {
-    cluster.require_topic(&options.group.topic).await?;
+    cluster
+        .require_allowed(&options.group.topic, Operation::Read)
+        .await?;
     let watch = OutageWatch::new("printing");
     group::run(cluster, &options.group, shutdown, async |generation| {
         print_generation(cluster, options, generation, &watch).await

@@ -93,6 +93,8 @@ pub async fn run(
     let partition_count = cluster
         .ensure_topic(topic, options.partitions, options.replication_factor)
         .await?;
+    // WRITE before anything is read or said: without it, the refusal is the only line.
+    cluster.require_allowed(topic, Operation::Write).await?;
     let mut partitions = Vec::with_capacity(partition_count as usize);
     for id in 0..partition_count {
         partitions.push(cluster.partition(topic, id).await?);

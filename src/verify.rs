@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use crate::checkpoint::{CheckpointError, TopicIdentity, partition_files};
+use crate::kafka::security::Operation;
 use crate::kafka::{Cluster, KafkaError, Partition};
 use crate::report::month_name;
 use crate::stats::PartitionStats;
@@ -53,7 +54,7 @@ pub async fn run(
     if files.is_empty() {
         return Err(VerifyError::NoFiles(state_dir.display().to_string()));
     }
-    let info = cluster.require_described(topic).await?;
+    let info = cluster.require_allowed(topic, Operation::Read).await?;
     let count = info.partitions.len() as i32;
     let identity = TopicIdentity::of(topic, &info);
     let mut verdicts = Vec::new();

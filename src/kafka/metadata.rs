@@ -20,8 +20,22 @@ use super::KafkaError;
 use super::security::{Denied, Operation, Resource, Security};
 use super::wire::{Connection, WireError};
 
-/// Version 4 is the first that can ask for no auto-creation; 10 and later carry topic ids.
+/// Version 4 is the first that can ask for no auto-creation; 8 and later can say what we may
+/// do with a topic; 10 and later carry topic ids.
 const METADATA_VERSIONS: RangeInclusive<i16> = 4..=12;
+
+/// Kafka's codes of the ACL operations (`AclOperation`), the bits of `authorized`.
+const ACL_DESCRIBE: u32 = 8;
+
+fn acl_code(operation: Operation) -> u32 {
+    match operation {
+        Operation::Read => 3,
+        Operation::Write => 4,
+        Operation::Create => 5,
+        Operation::Delete => 6,
+        Operation::Describe => ACL_DESCRIBE,
+    }
+}
 
 /// One topic as the cluster describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,9 +43,24 @@ pub struct TopicInfo {
     /// The topic's id, where the broker gives one (Metadata v10+); all zeros otherwise.
     pub id: [u8; 16],
     pub partitions: BTreeMap<i32, PartitionInfo>,
+    /// What the cluster's authorizer lets us do with the topic, as Kafka's bit field of ACL
+    /// operations (Metadata v8+); `None` where the broker does not say.
+    pub authorized: Option<i32>,
 }
 
 impl TopicInfo {
+    /// False only when the broker said which operations we may do on the topic and `operation`
+    /// is not among them. A broker that lists a topic to us lets us DESCRIBE it, so a field
+    /// without that bit is taken as not filled in (Kafka sends every bit when it has no
+    /// authorizer; another broker may send zero).
+    pub fn allows(&self, operation: Operation) -> bool {
+        let bit = |code: u32| 1i32.checked_shl(code).unwrap_or(0);
+        match self.authorized {
+            Some(ops) if ops & bit(ACL_DESCRIBE) != 0 => ops & bit(acl_code(operation)) != 0,
+            _ => true,
+        }
+    }
+
     /// The id as Kafka prints it (URL-safe base64, no padding), `None` when the broker gave none.
     pub fn id_text(&self) -> Option<String> {
         (self.id != [0; 16]).then(|| base64_url(&self.id))
@@ -141,8 +170,11 @@ impl ClusterView {
                 });
             }
         }
+        let authorized = (described.topic_authorized_operations != i32::MIN)
+            .then_some(described.topic_authorized_operations);
         let info = TopicInfo {
             id: *described.topic_id.as_bytes(),
+            authorized,
             partitions: described
                 .partitions
                 .iter()
@@ -222,7 +254,15 @@ impl ClusterView {
                         .with_name(Some(TopicName(StrBytes::from_string(topic.into())))),
                 ]));
             let answer = match self.open(address).await {
-                Ok(connection) => connection.request(request, METADATA_VERSIONS).await,
+                Ok(connection) => {
+                    // Asked for where the broker can say it, so a program can tell at start
+                    // that it lacks READ or WRITE, before it does anything else.
+                    let ask_operations = connection
+                        .version::<MetadataRequest>(METADATA_VERSIONS)
+                        .is_ok_and(|v| v >= 8);
+                    let request = request.with_include_topic_authorized_operations(ask_operations);
+                    connection.request(request, METADATA_VERSIONS).await
+                }
                 Err(e) => Err(e),
             };
             match answer {
@@ -264,6 +304,28 @@ fn base64_url(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_topic_allows_what_the_authorizer_said_and_everything_when_it_said_nothing() {
+        let with = |authorized| TopicInfo {
+            id: [0; 16],
+            partitions: BTreeMap::new(),
+            authorized,
+        };
+        // Kafka's bits for the consumer of kafka-secure: READ (3), DESCRIBE (8),
+        // DESCRIBE_CONFIGS (10).
+        let consumer = with(Some(1 << 3 | 1 << 8 | 1 << 10));
+        assert!(consumer.allows(Operation::Read));
+        assert!(consumer.allows(Operation::Describe));
+        assert!(!consumer.allows(Operation::Write));
+        assert!(!consumer.allows(Operation::Create));
+        let producer = with(Some(1 << 4 | 1 << 5 | 1 << 8 | 1 << 10));
+        assert!(producer.allows(Operation::Write));
+        assert!(!producer.allows(Operation::Read));
+        // Not asked (before v8), or a broker that fills in nothing: no refusal of ours.
+        assert!(with(None).allows(Operation::Write));
+        assert!(with(Some(0)).allows(Operation::Read));
+    }
 
     #[test]
     fn topic_ids_print_as_kafka_prints_them() {

@@ -318,6 +318,36 @@ impl Cluster {
             })
     }
 
+    /// Like `require_described`, and refused in one line when the cluster says that we may not
+    /// do `operation` on the topic: checked before a program does anything else, so the
+    /// refusal is its only line and its files stay as they are.
+    pub async fn require_allowed(
+        &self,
+        topic: &str,
+        operation: Operation,
+    ) -> Result<TopicInfo, KafkaError> {
+        let info = self.require_described(topic).await?;
+        self.check_allowed(topic, &info, operation)?;
+        Ok(info)
+    }
+
+    /// The refusal `require_allowed` makes, for a topic already described.
+    pub fn check_allowed(
+        &self,
+        topic: &str,
+        info: &TopicInfo,
+        operation: Operation,
+    ) -> Result<(), KafkaError> {
+        if info.allows(operation) {
+            return Ok(());
+        }
+        Err(self.view.denied(
+            operation,
+            Resource::Topic(topic.into()),
+            kafka_protocol::ResponseError::TopicAuthorizationFailed,
+        ))
+    }
+
     /// Like `partition_count`, but a missing topic is an error that says how to make it.
     pub async fn require_topic(&self, topic: &str) -> Result<i32, KafkaError> {
         Ok(self.require_described(topic).await?.partitions.len() as i32)
