@@ -414,6 +414,14 @@ impl Member {
         &mut self,
         cluster: &Cluster,
     ) -> Result<(Vec<i32>, BTreeMap<i32, i64>), GroupError> {
+        // A rejoin may come long after the last heartbeat replaced the connection.
+        if self.connection.expiring() {
+            debug!(
+                "group {}: SASL session with the coordinator near its end; opening a new connection",
+                self.options.group
+            );
+            self.connection = find_coordinator_once(cluster, &self.options).await?;
+        }
         let partitions = self.join(cluster).await?;
         let committed = self.committed(&partitions).await?;
         Ok((partitions, committed))
