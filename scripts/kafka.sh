@@ -292,8 +292,9 @@ scram_arguments() {
 #   WRITE on any topic: so no cluster ACL), Produce (WRITE on the topic; an idempotent batch
 #   needs nothing more since 2.8), DescribeConfigs of the topic (DESCRIBE_CONFIGS).
 #   Resuming on a non-empty topic reads its tail with ListOffsets and Fetch, and Fetch needs
-#   READ, which the producer's user is deliberately not given: with these ACLs it can write a
-#   new topic but not resume one (grant it READ on the topic for that).
+#   READ on the topic: exactly-once resume is part of the producer's job, so READ on its topic
+#   is part of its least privilege. Without it a producer can fill a new topic but not resume
+#   one. It gets no group, so it can read only as `weather produce` and `consume 0 2` do.
 # - weather consume, verify: Metadata and ListOffsets (DESCRIBE), Fetch (READ) on the topic.
 # - weather debug (group debug) and group stats: FindCoordinator (DESCRIBE on the group, which
 #   READ implies), JoinGroup, SyncGroup, Heartbeat, LeaveGroup (READ on the group), OffsetFetch
@@ -303,6 +304,7 @@ ACLS="User:producer WRITE TOPIC temperatures
 User:producer DESCRIBE TOPIC temperatures
 User:producer CREATE TOPIC temperatures
 User:producer DESCRIBE_CONFIGS TOPIC temperatures
+User:producer READ TOPIC temperatures
 User:consumer READ TOPIC temperatures
 User:consumer DESCRIBE TOPIC temperatures
 User:consumer DESCRIBE_CONFIGS TOPIC temperatures
