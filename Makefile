@@ -19,7 +19,7 @@ BROKER_SCRIPT = $(if $(filter embedded,$(BROKER)),scripts/broker.sh,$(if $(filte
 # kafka_only of a per-broker suite (foreign: transactions, which Tansu 0.6.0 cannot end; topics:
 # more partitions, which it cannot create) start Apache Kafka whatever the pass, so the Tansu
 # pass leaves them to the Kafka pass.
-BROKER_SUITES = pipeline producer faults groups dashboard scripts foreign topics
+BROKER_SUITES = pipeline producer faults groups changelog dashboard scripts foreign topics
 KAFKA_SUITES = cluster interop
 KAFKA_ONLY = kafka_only::
 ARGS ?=
