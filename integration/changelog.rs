@@ -227,6 +227,101 @@ fn members_in_separate_folders_end_with_the_generators_counts_in_the_changelog()
             broker.verify(dir.path());
         }
     }
+    any_machine_reads_the_merged_state_from_kafka(&broker, &state);
+}
+
+/// `verify`, `plot` and `serve --from-kafka`, on a machine with no state folder, see exactly
+/// the merged `state`; and verify notices a snapshot that does not match the topic.
+fn any_machine_reads_the_merged_state_from_kafka(broker: &Broker, state: &[Checkpoint]) {
+    let verified = run_ok(broker.weather().args(["verify", "--from-kafka"]));
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(stdout.matches(": ok,").count(), state.len(), "{stdout}");
+
+    // The chart from the changelog is the chart of the same checkpoints as files.
+    let out = tempfile::tempdir().unwrap();
+    let folder = out.path().join("merged");
+    std::fs::create_dir(&folder).unwrap();
+    for c in state {
+        PartitionFile::new(&folder, c.partition).save(c).unwrap();
+    }
+    let from_kafka = out.path().join("from-kafka.svg");
+    let from_files = out.path().join("from-files.svg");
+    run_ok(
+        broker
+            .weather()
+            .args(["plot", "--from-kafka", "--out"])
+            .arg(&from_kafka),
+    );
+    run_ok(
+        broker
+            .weather()
+            .args(["plot", "--state-dir"])
+            .arg(&folder)
+            .arg("--out")
+            .arg(&from_files),
+    );
+    assert_eq!(
+        std::fs::read(&from_kafka).unwrap(),
+        std::fs::read(&from_files).unwrap()
+    );
+
+    // The dashboard's merged statistics.
+    let port = support::free_port();
+    let serve = Logged::spawn(
+        broker.weather().args([
+            "serve",
+            "--from-kafka",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]),
+        out.path().join("serve.log"),
+    );
+    let mut merged = weather_stream::stats::PartitionStats::default();
+    for c in state {
+        merged.merge(&c.stats);
+    }
+    let expected = serde_json::json!({
+        "partitions": state.iter().map(|c| c.partition).collect::<Vec<_>>(),
+        "months": checkpoint::StatsJson(&merged),
+    });
+    let mut last = String::new();
+    wait_for("the dashboard to show the changelog's state", GUARD, || {
+        last = http_get(port, "/api/stats").unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&last).is_ok_and(|v| v == expected)
+    });
+    drop(serve);
+
+    // A snapshot written last at the same offset, one day's degrees off: verify says so.
+    let mut wrong = state[0].clone();
+    let (_, years) = wrong.stats.months.iter_mut().next().unwrap();
+    let (_, month) = years.iter_mut().next().unwrap();
+    month.sum += 1.0;
+    write_snapshots(broker, &[wrong]);
+    let output = broker
+        .weather()
+        .args(["verify", "--from-kafka"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1 of 4 changelog snapshots do not match the topic"),
+        "{stderr}"
+    );
+}
+
+/// The body of one HTTP GET to 127.0.0.1:`port`, if it answered.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    Some(reply.split_once("\r\n\r\n")?.1.to_string())
 }
 
 #[test]

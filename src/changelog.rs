@@ -338,8 +338,9 @@ pub async fn newest(
                         } else if restored
                             .checkpoint
                             .as_ref()
-                            .is_none_or(|best| best.offset < c.offset)
+                            .is_none_or(|best| best.offset <= c.offset)
                         {
+                            // Of equal offsets, the one written last (read last).
                             restored.checkpoint = Some(c);
                         }
                     }
