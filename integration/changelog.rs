@@ -396,6 +396,132 @@ fn a_torn_local_file_is_set_aside_and_the_changelog_restores_it() {
     broker.verify(dir.path());
 }
 
+/// Members in three folders ("machines") while days arrive: at random (seeded, replay with
+/// FAULTS_SEED) one is SIGKILLed, one frozen past its session and resumed (a zombie whose
+/// partitions moved meanwhile), one leaves, one joins; on Tansu the broker restarts once
+/// midway (`kafka_only` kills the changelog's leader on three nodes instead). At the end the
+/// changelog holds exactly the generator's counts, every local file is valid and matches the
+/// topic, and `verify --from-kafka` passes.
+fn members_come_go_die_and_freeze(broker: &mut Broker, days: u64, restart_broker: bool) {
+    let mut rng = fastrand::Rng::with_seed(support::seed());
+    // The members need the topic to be there.
+    broker.produce(100);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let logs = tempfile::tempdir().unwrap();
+    let mut lives = 0;
+    let mut start = |broker: &Broker, slot: usize| {
+        lives += 1;
+        member(
+            broker,
+            dirs[slot].path(),
+            &logs.path().join(format!("member-{slot}-{lives}.log")),
+            None,
+        )
+    };
+    let mut slots: Vec<Option<Logged>> = (0..3).map(|slot| Some(start(broker, slot))).collect();
+    let mut producer = Logged::spawn(
+        broker
+            .weather()
+            .args(["produce", "--count", &days.to_string(), "--delay-ms", "4"]),
+        logs.path().join("producer.log"),
+    );
+    wait_for("a first snapshot", GUARD, || {
+        !changelog_state(broker).is_empty()
+    });
+    let mut round = 0;
+    let mut restarted = !restart_broker;
+    let mut done = Vec::new();
+    while producer.is_running() || round < 6 {
+        round += 1;
+        std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
+        let running: Vec<usize> = (0..3).filter(|s| slots[*s].is_some()).collect();
+        let idle: Vec<usize> = (0..3).filter(|s| slots[*s].is_none()).collect();
+        let action = rng.u8(0..5);
+        let what = match action {
+            0 | 1 if running.len() > 1 => {
+                let slot = running[rng.usize(..running.len())];
+                let mut m = slots[slot].take().unwrap();
+                m.kill();
+                done.push(m);
+                format!("SIGKILL member {slot}")
+            }
+            2 if !running.is_empty() => {
+                let slot = running[rng.usize(..running.len())];
+                let m = slots[slot].as_ref().unwrap();
+                m.signal("STOP");
+                // Past its session, so the group gives its partitions to the others.
+                std::thread::sleep(Duration::from_millis(8000));
+                m.signal("CONT");
+                format!("froze member {slot} for 8 s")
+            }
+            3 if running.len() > 1 => {
+                let slot = running[rng.usize(..running.len())];
+                let mut m = slots[slot].take().unwrap();
+                m.interrupt();
+                m.wait_ok(&format!("member {slot} to leave"));
+                done.push(m);
+                format!("member {slot} left")
+            }
+            _ if !idle.is_empty() => {
+                let slot = idle[rng.usize(..idle.len())];
+                slots[slot] = Some(start(broker, slot));
+                format!("member {slot} joined")
+            }
+            _ => "nothing".into(),
+        };
+        println!("round {round}: {what}");
+        if !restarted && round == 3 {
+            broker.restart();
+            restarted = true;
+            println!("round {round}: broker restarted");
+        }
+    }
+    producer.wait_ok("the producer");
+    // Everyone back, so every partition is read to the end.
+    for (slot, m) in slots.iter_mut().enumerate() {
+        if m.is_none() {
+            *m = Some(start(broker, slot));
+        }
+    }
+    let members: Vec<&Logged> = slots.iter().flatten().collect();
+    wait_for_changelog_at_ends(
+        broker,
+        "the members to bring the changelog to the end",
+        &members,
+    );
+    for (slot, m) in slots.into_iter().enumerate() {
+        stop(m.unwrap(), &format!("member {slot} at the end"));
+    }
+
+    // The producer's own count may overshoot after a broker restart (a session that lost
+    // its acknowledgements resumes from the topic's end with what it thinks is left): the
+    // topic is the reference, and must hold every day from the first once.
+    let written: usize = support::topic::topic_days(&broker.cluster())
+        .values()
+        .map(|p| p.days.len())
+        .sum();
+    assert!(written >= days as usize, "{written} days written of {days}");
+    assert_topic_holds_each_day_once(broker, FIRST, written);
+    let state = changelog_state(broker);
+    assert_checkpoints_exact(broker, &state, FIRST, written);
+    for dir in &dirs {
+        checkpoint::load_all(dir.path()).expect("every local file loads");
+        if !checkpoint::partition_files(dir.path()).unwrap().is_empty() {
+            broker.verify(dir.path());
+        }
+    }
+    let verified = run_ok(broker.weather().args(["verify", "--from-kafka"]));
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(stdout.matches(": ok,").count(), state.len(), "{stdout}");
+}
+
+#[test]
+fn members_in_three_folders_killed_frozen_added_and_removed_end_exact() {
+    let mut broker = Broker::start();
+    let restart = broker.kind == support::Kind::Tansu;
+    members_come_go_die_and_freeze(&mut broker, 2500, restart);
+}
+
 /// Tests that delete one topic and need the other kept. Tansu 0.6.0 deletes both: deleting
 /// `temperatures` took `temperatures.stats` with it, and deleting `temperatures.stats` took
 /// `temperatures` (seen here; it gives every topic the all-zero id, which looks like the
@@ -513,9 +639,115 @@ mod kafka_only {
         let m = member(&broker, dir.path(), &log, None);
         wait_for_changelog_at_ends(&broker, "the member to count the new topic", &[&m]);
         stop(m, "the second member");
-        let printed = std::fs::read_to_string(&log).unwrap();
-        assert!(printed.contains("count another topic"), "{printed}");
         let state = changelog_state(&broker);
         assert_checkpoints_exact(&broker, &state, second_first, 500);
+        let printed = std::fs::read_to_string(&log).unwrap();
+        assert!(printed.contains("count another topic"), "{printed}");
+    }
+
+    /// Three Apache Kafka nodes (replication factor 3, which Tansu is not): the changelog
+    /// gets the source topic's three copies and min.insync.replicas 2, and the leader of a
+    /// changelog partition killed under two members, while days arrive, costs nothing.
+    #[test]
+    fn the_changelog_leader_killed_on_three_nodes_costs_nothing() {
+        let mut broker = Broker::kafka_cluster();
+        run_ok(
+            broker
+                .weather()
+                .args(["produce", "--count", "0", "--replication-factor", "3"]),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let m = member(&broker, dir.path(), &logs.path().join("m.log"), None);
+        wait_for("the changelog to be created", GUARD, || {
+            m.printed().contains("created changelog")
+        });
+        let described = with_cluster(&broker, async |cluster| {
+            cluster.require_described(CHANGELOG).await.unwrap()
+        });
+        assert!(described.partitions.values().all(|p| p.replicas.len() == 3));
+        let config = run_ok(broker.kafka_tool("kafka.admin.ConfigCommand").args([
+            "--bootstrap-server",
+            &broker.address(),
+            "--describe",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            CHANGELOG,
+        ]));
+        let config = String::from_utf8_lossy(&config.stdout);
+        for setting in ["min.insync.replicas=2", "cleanup.policy=compact"] {
+            assert!(config.contains(setting), "{config}");
+        }
+        stop(m, "the first member");
+
+        // January's partition: its changelog partition is written all along.
+        let leader = with_cluster(&broker, async |cluster| {
+            cluster
+                .require_described(CHANGELOG)
+                .await
+                .unwrap()
+                .partitions[&2]
+                .leader
+                .unwrap()
+        });
+        kill_changelog_leader_midway(&mut broker, leader);
+    }
+
+    fn kill_changelog_leader_midway(broker: &mut Broker, leader: i32) {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let logs = tempfile::tempdir().unwrap();
+        let members: Vec<Logged> = (0..2)
+            .map(|i| {
+                member(
+                    broker,
+                    dirs[i].path(),
+                    &logs.path().join(format!("member-{i}.log")),
+                    None,
+                )
+            })
+            .collect();
+        let mut producer = Logged::spawn(
+            broker
+                .weather()
+                .args(["produce", "--count", "2000", "--delay-ms", "4"]),
+            logs.path().join("producer.log"),
+        );
+        wait_for("snapshots of January's partition", GUARD, || {
+            changelog_state(broker)
+                .iter()
+                .any(|c| c.partition == 2 && c.offset > 50)
+        });
+        broker.kill_node(leader);
+        assert!(producer.is_running(), "the kill came too late to matter");
+        producer.wait_ok("the producer through the failover");
+        let refs: Vec<&Logged> = members.iter().collect();
+        wait_for_changelog_at_ends(broker, "the members through the failover", &refs);
+        let moved = with_cluster(broker, async |cluster| {
+            cluster
+                .require_described(CHANGELOG)
+                .await
+                .unwrap()
+                .partitions[&2]
+                .leader
+        });
+        assert_ne!(
+            moved,
+            Some(leader),
+            "the changelog partition has a new leader"
+        );
+        for (i, m) in members.into_iter().enumerate() {
+            stop(m, &format!("member {i}"));
+        }
+        assert_topic_holds_each_day_once(broker, FIRST, 2000);
+        let state = changelog_state(broker);
+        assert_checkpoints_exact(broker, &state, FIRST, 2000);
+        for dir in &dirs {
+            checkpoint::load_all(dir.path()).expect("every local file loads");
+            if !checkpoint::partition_files(dir.path()).unwrap().is_empty() {
+                broker.verify(dir.path());
+            }
+        }
+        run_ok(broker.weather().args(["verify", "--from-kafka"]));
     }
 }

@@ -43,7 +43,15 @@ pub fn assert_topic_holds_each_day_once(broker: &Broker, first: Date, days: usiz
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    assert_eq!(dates, expected, "the topic holds days besides those");
+    if dates != expected {
+        let extra: Vec<&Date> = dates.iter().filter(|d| !expected.contains(d)).collect();
+        panic!(
+            "the topic holds {} days, {} expected; besides those: {:?}",
+            dates.len(),
+            expected.len(),
+            &extra[..extra.len().min(5)]
+        );
+    }
     let weather = Weather::new(1);
     let partitions = topic.len() as i32;
     for (&partition, readings) in &topic {
