@@ -279,21 +279,23 @@ async fn open_partitions(
     // Described once for all: the topic every file must count, and the id every read names.
     let info = cluster.require_described(&options.topic).await?;
     let topic = TopicIdentity::of(&options.topic, &info);
-    let mut opened = Vec::new();
-    for file in owned {
+    // All partitions at once: a restore is a few round trips to the changelog's leaders.
+    let topic = &topic;
+    let opening = owned.into_iter().map(|file| async move {
         let partition = cluster
             .partition(&options.topic, file.partition())
             .await?
             .of_topic_id(info.id);
         let restored = match changelog {
             Some(changelog) => {
-                Some(Restoring::read(cluster, changelog.topic(), &topic, file.partition()).await?)
+                Some(Restoring::read(cluster, changelog.topic(), topic, file.partition()).await?)
             }
             None => None,
         };
-        let start = starting_point(&partition, &file, reset, &topic, restored).await?;
-        opened.push((partition, file, start));
-    }
+        let start = starting_point(&partition, &file, reset, topic, restored).await?;
+        Ok::<_, ConsumeError>((partition, file, start))
+    });
+    let opened = futures::future::try_join_all(opening).await?;
     let mut leftovers = Vec::new();
     for (_, file, _) in &opened {
         for tmp in file.remove_leftover_tmps()? {
