@@ -431,12 +431,18 @@ fn members_come_go_die_and_freeze(broker: &mut Broker, days: u64, restart_broker
     let mut round = 0;
     let mut restarted = !restart_broker;
     let mut done = Vec::new();
-    while producer.is_running() || round < 6 {
+    while producer.is_running() || round < 8 {
         round += 1;
         std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
         let running: Vec<usize> = (0..3).filter(|s| slots[*s].is_some()).collect();
         let idle: Vec<usize> = (0..3).filter(|s| slots[*s].is_none()).collect();
-        let action = rng.u8(0..5);
+        // Every kind of fault at least once, in the first rounds: a zombie, a death, a
+        // leave, then joins; at random after that.
+        const SCHEDULE: [u8; 5] = [2, 0, 3, 4, 4];
+        let action = SCHEDULE
+            .get(round - 1)
+            .copied()
+            .unwrap_or_else(|| rng.u8(0..5));
         let what = match action {
             0 | 1 if running.len() > 1 => {
                 let slot = running[rng.usize(..running.len())];
