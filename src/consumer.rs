@@ -295,7 +295,12 @@ async fn open_partitions(
         let start = starting_point(&partition, &file, reset, topic, restored).await?;
         Ok::<_, ConsumeError>((partition, file, start))
     });
-    let opened = futures::future::try_join_all(opening).await?;
+    // Every one to its end, so that of several bad files the lowest partition's is the one
+    // said, whichever answer came first.
+    let opened = futures::future::join_all(opening)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     let mut leftovers = Vec::new();
     for (_, file, _) in &opened {
         for tmp in file.remove_leftover_tmps()? {
