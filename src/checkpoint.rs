@@ -189,11 +189,6 @@ impl Checkpoint {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
 
-    /// The same document on one line, as the changelog carries it.
-    pub fn to_compact_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
     /// Parses a partition file's text, checking everything a reader relies on.
     pub fn from_json(text: &str) -> Result<Self, Unusable> {
         let raw: RawCheckpoint =

@@ -141,13 +141,7 @@ pub enum SendError {
     /// What `acknowledged` reports of a sender that stopped on an error; `close` returns the
     /// error itself.
     #[error("partition {partition}: {reason}")]
-    Failed {
-        partition: i32,
-        reason: String,
-        /// False when the broker refused the record for good (too large, not authorized):
-        /// sending it again, by any producer, would be refused again.
-        retriable: bool,
-    },
+    Failed { partition: i32, reason: String },
 }
 
 /// What one partition's sender has done, for `IdempotentProducer::acknowledged`.
@@ -481,7 +475,6 @@ impl PartitionSender {
             let ended = Arc::new(SendError::Failed {
                 partition: self.partition,
                 reason,
-                retriable: !matches!(e, SendError::Refused { .. }),
             });
             self.lane.send_modify(|lane| lane.ended = Some(ended));
         }
