@@ -27,7 +27,7 @@ config_for = $(if $(COMMAND_CONFIG),--command-config $(COMMAND_CONFIG),$(if $(fi
 # kafka_only of a per-broker suite (foreign: transactions, which Tansu 0.6.0 cannot end; topics:
 # more partitions, which it cannot create) start Apache Kafka whatever the pass, so the Tansu
 # pass leaves them to the Kafka pass.
-BROKER_SUITES = pipeline producer faults groups dashboard scripts foreign topics
+BROKER_SUITES = pipeline producer faults groups changelog dashboard scripts foreign topics
 KAFKA_SUITES = cluster interop secure
 KAFKA_ONLY = kafka_only::
 ARGS ?=

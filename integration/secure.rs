@@ -384,11 +384,15 @@ fn kafka_secure_starts_once_with_its_files_and_kafkas_own_tools_find_least_privi
     assert_eq!(
         granted,
         [
+            "User:consumer CREATE TOPIC temperatures.stats",
             "User:consumer DESCRIBE TOPIC temperatures",
+            "User:consumer DESCRIBE TOPIC temperatures.stats",
             "User:consumer DESCRIBE_CONFIGS TOPIC temperatures",
             "User:consumer READ GROUP debug",
             "User:consumer READ GROUP stats",
             "User:consumer READ TOPIC temperatures",
+            "User:consumer READ TOPIC temperatures.stats",
+            "User:consumer WRITE TOPIC temperatures.stats",
             "User:producer CREATE TOPIC temperatures",
             "User:producer DESCRIBE TOPIC temperatures",
             "User:producer DESCRIBE_CONFIGS TOPIC temperatures",
@@ -564,6 +568,47 @@ fn the_whole_pipeline_runs_over_sasl_ssl_with_scram_sha_512() {
         .map(|d| d.to_string())
         .collect();
     assert_eq!(dates, expected, "weather debug printed each day once");
+
+    // A member of group stats keeps its partitions' state in the changelog
+    // (temperatures.stats), which the consumer's user may create, write and read; any
+    // machine then checks the merged state with `verify --from-kafka`, as the consumer.
+    let mut member = Logged::spawn(
+        broker
+            .weather_as("consumer")
+            .args(["consume", "--group", "stats", "--state-dir"])
+            .arg(work.path().join("member")),
+        work.path().join("member.log"),
+    );
+    let mut verified = String::new();
+    wait_for("verify --from-kafka to count every day", GUARD, || {
+        assert!(
+            member.is_running(),
+            "the stats member ended: {}",
+            secrets.mask(&member.printed())
+        );
+        let output = broker
+            .weather_as("consumer")
+            .args(["verify", "--from-kafka"])
+            .output()
+            .unwrap();
+        verified = format!("{}{}", stdout(&output), stderr(&output));
+        let reports: usize = stdout(&output)
+            .lines()
+            .filter_map(|l| {
+                l.split(": ok, ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum();
+        output.status.success() && reports == DAYS
+    });
+    secrets.assert_absent("weather verify --from-kafka", &verified);
+    member.interrupt();
+    member.wait_ok("the stats member to stop on Ctrl-C");
+    secrets.assert_absent("weather consume --group stats", &member.printed());
 
     // The dashboard serves the counts of the files.
     let port = free_port();
@@ -1043,7 +1088,7 @@ fn make_demo_runs_on_kafka_secure_with_each_users_file_and_again_the_next_day() 
     // Runs the demo until its consumers have counted `days`, then stops it with Ctrl-C.
     let run_until = |log: &str, days: u64| {
         let mut running = demo(log);
-        // The first run starts the broker too: formatting, TLS and ten ACLs, each a JVM of
+        // The first run starts the broker too: formatting, TLS and fourteen ACLs, each a JVM of
         // Kafka's AclCommand, which take a minute and more on two loaded cores.
         let limit = 2 * GUARD;
         let started = Instant::now();
@@ -1087,7 +1132,7 @@ fn make_demo_runs_on_kafka_secure_with_each_users_file_and_again_the_next_day() 
     }
     secrets.assert_absent("make demo", &first);
     assert!(first.contains("demo stopped"), "{first}");
-    assert!(first.contains("added 10 of 10 ACLs"), "{first}");
+    assert!(first.contains("added 14 of 14 ACLs"), "{first}");
 
     // The next day the demo goes on where it stopped, as it does on any other broker: the
     // producer resumes the topic with its own file, the consumers their files.
@@ -1140,7 +1185,7 @@ fn make_up_status_and_down_with_broker_kafka_secure_and_each_target_gets_its_use
         format!("{}/consumer.properties", secure.display()),
         format!("{}/admin.properties", secure.display()),
         format!("CA {}/ca.pem", secure.display()),
-        "added 10 of 10 ACLs".to_string(),
+        "added 14 of 14 ACLs".to_string(),
     ] {
         assert!(said.contains(&words), "{words} not in: {said}");
     }

@@ -313,6 +313,43 @@ def save_latency(saves=100):
     return percentile(took, 50), percentile(took, 99)
 
 
+def group_catch_up(broker, topic=TOPIC, days=DAYS):
+    """`weather consume --group` from nothing to the end of the topic (every checkpoint written
+    to the changelog, acknowledged, then to its file): seconds from start until the files say
+    every day is counted, and peak RSS. The member runs until stopped, so the files are
+    watched; each is replaced whole, and its offset is near its start."""
+    state = tempfile.mkdtemp(prefix="weather-bench-group-")
+    broker.before_run()
+    with tempfile.NamedTemporaryFile(mode="r") as report, tempfile.TemporaryFile(mode="w+") as log:
+        started = time.perf_counter()
+        process = start(["/usr/bin/time", "-o", report.name, "-f", "%M", WEATHER, "--topic", topic,
+                         "consume", "--group", f"bench-{os.getpid()}", "--state-dir", state],
+                        stdout=subprocess.DEVNULL, stderr=log, env=weather_env(broker))
+        try:
+            while True:
+                counted = 0
+                for name in os.listdir(state):
+                    if re.fullmatch(r"partition-\d+\.json", name):
+                        with open(os.path.join(state, name)) as file:
+                            found = re.search(r'"offset": (\d+)', file.read(80))
+                        counted += int(found.group(1)) if found else 0
+                if counted >= days:
+                    break
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise SystemExit(f"bench: weather consume --group exited:\n{log.read()[-2000:]}")
+                time.sleep(0.02)
+            seconds = time.perf_counter() - started
+            # To the group: GNU time does not pass a signal on.
+            os.killpg(process.pid, signal.SIGINT)
+            process.wait(timeout=30)
+        finally:
+            stop_group(process)
+        rss_mb = int(report.read().strip().splitlines()[-1]) / 1024
+    shutil.rmtree(state, ignore_errors=True)
+    return seconds, rss_mb
+
+
 def loadavg():
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
@@ -321,7 +358,8 @@ def loadavg():
 
 def measure(broker):
     """Every figure, as {row: {column: value}}, plus the reference lines."""
-    f = {row: {} for row in ["produce", "consume", "p50", "p99", "produce_rss", "consume_rss"]}
+    f = {row: {} for row in ["produce", "consume", "group", "p50", "p99", "produce_rss", "consume_rss",
+                             "group_rss"]}
     ref = {}
 
     if broker.java_peers:
@@ -356,6 +394,24 @@ def measure(broker):
         if "key_value_bytes" in result:
             ref["record_size"] = result["key_value_bytes"] / DAYS
         shutil.rmtree(state, ignore_errors=True)
+
+    # The first group a cluster sees makes it create its offsets topic (fifty partitions on
+    # Kafka: most of a second), once in the cluster's life: not part of a catch-up.
+    say("warm-up: a group member on another topic (not measured)")
+    weather(broker, "--topic", "bench-warm-up", "produce", "--count", "1000", "--delay-ms", "0")
+    group_catch_up(broker, "bench-warm-up", 1000)
+    say("weather consume --group (changelog snapshot acknowledged, then file without fsync)")
+    seconds, f["group_rss"]["weather"] = group_catch_up(broker)
+    f["group"]["weather"] = DAYS / seconds
+    say("confluent consume (checkpoint per batch, fsync'd file and folder)")
+    state = tempfile.mkdtemp(prefix="weather-bench-peer-")
+    broker.before_run()
+    result, seconds, f["group_rss"]["librdkafka"] = peer(broker, "consume", "--client", "confluent",
+                                                         "--fsync", "--state-dir", state)
+    if result["days"] != DAYS:
+        raise SystemExit(f"bench: confluent consumed {result['days']} of {DAYS} days")
+    f["group"]["librdkafka"] = DAYS / seconds
+    shutil.rmtree(state, ignore_errors=True)
 
     if broker.java_peers:
         say("Kafka's ConsumerPerformance (no checkpoints, a reference)")
@@ -401,8 +457,10 @@ def ratio(ours, theirs, higher_is_better=True):
 
 
 ROWS = [("produce", "produce, days/s", True), ("consume", "consume catch-up, days/s", True),
+        ("group", "group catch-up+changelog", True),
         ("p50", "end to end p50, ms", False), ("p99", "end to end p99, ms", False),
-        ("produce_rss", "produce peak RSS, MB", False), ("consume_rss", "consume peak RSS, MB", False)]
+        ("produce_rss", "produce peak RSS, MB", False), ("consume_rss", "consume peak RSS, MB", False),
+        ("group_rss", "group peak RSS, MB", False)]
 
 
 def report(broker, f, ref, load):
@@ -429,6 +487,9 @@ def report(broker, f, ref, load):
               f"(weather's average key + value: {ref['record_size']:.1f} B), acks=all, idempotent, "
               f"{jp['avg_ms']:.0f} ms avg / {jp['max_ms']:.0f} ms max latency; after one unmeasured run, "
               f"its own JIT warm-up included.")
+    print("group catch-up+changelog: weather consume --group, each checkpoint acknowledged by the changelog "
+          "(acks=all) before its file is replaced without fsync, against librdkafka with fsync'd file "
+          "checkpoints (file and folder), days/s.")
     samples, save = ref["samples"], ref["save_ms"]
     print(f"weather's produce rate is {f['produce']['weather'] / limit:.0%} of acks=1 librdkafka's, consume "
           f"{f['consume']['weather'] / limit:.0%}; latency over {samples[0]} checkpoints (weather) and "
@@ -443,6 +504,9 @@ def report(broker, f, ref, load):
              f["produce"]["weather"] >= faster),
             ("consume >= 1.2x librdkafka", f"{f['consume']['weather'] / f['consume']['librdkafka']:.2f}x",
              f["consume"]["weather"] >= 1.2 * f["consume"]["librdkafka"]),
+            ("group catch-up with changelog >= 1.0x fsync'd librdkafka",
+             f"{f['group']['weather'] / f['group']['librdkafka']:.2f}x",
+             f["group"]["weather"] >= f["group"]["librdkafka"]),
             ("end to end p99 < 20 ms", f"{f['p99']['weather']:.1f} ms", f["p99"]["weather"] < 20),
             ("peak RSS <= 16 MB", f"{rss:.1f} MB", rss <= 16),
         ]

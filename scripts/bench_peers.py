@@ -140,19 +140,29 @@ class Stats:
             year["sum"] += report.degrees
             year["end"] = report.date
 
-    def save(self, folder):
+    def save(self, folder, fsync=False):
         document = {"partition": self.partition, "offset": self.offset}
         for month, years in self.months.items():
             document[month] = {y: dict(s, avg=s["sum"] / s["count"]) for y, s in years.items()}
         path = os.path.join(folder, f"partition-{self.partition}.json")
         with open(path + ".tmp", "w") as f:
             json.dump(document, f)
-        # Atomic replace, as weather does, but without fsync (weather fsyncs file and folder).
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        # Atomic replace, as weather does; fsync'd file and folder only with --fsync, as
+        # `weather consume 0 2` does every save.
         os.replace(path + ".tmp", path)
+        if fsync:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def consume_confluent(brokers, folder, partitions=(0, 1, 2, 3), on_saved=None, stop=None, wait=0.5,
-                      fetch_wait_ms=10):
+                      fetch_wait_ms=10, fsync=False):
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": "bench-peer",
@@ -181,7 +191,7 @@ def consume_confluent(brokers, folder, partitions=(0, 1, 2, 3), on_saved=None, s
             counted += 1
             size += len(message.key() or b"") + len(message.value() or b"")
         for p in touched:
-            stats[p].save(folder)
+            stats[p].save(folder, fsync)
             if on_saved:
                 on_saved([m for m in batch if not m.error() and m.partition() == p])
     elapsed = time.perf_counter() - started
@@ -252,6 +262,8 @@ def main():
     parser.add_argument("--state-dir")
     parser.add_argument("--fetch-wait-ms", type=int, default=10)
     parser.add_argument("--max-batch-bytes", type=int, default=4_000_000)
+    parser.add_argument("--fsync", action="store_true",
+                        help="consume: fsync each checkpoint file and its folder, as weather does")
     args = parser.parse_args()
 
     if args.command == "produce":
@@ -265,7 +277,8 @@ def main():
         if args.client == "kafka-python":
             result = consume_kafka_python(args.brokers, args.state_dir)
         else:
-            result = consume_confluent(args.brokers, args.state_dir, fetch_wait_ms=args.fetch_wait_ms)
+            result = consume_confluent(args.brokers, args.state_dir, fetch_wait_ms=args.fetch_wait_ms,
+                                       fsync=args.fsync)
     else:
         os.makedirs(args.state_dir, exist_ok=True)
         result = latency_confluent(args.brokers, args.state_dir, args.count, args.delay_ms / 1000,

@@ -299,6 +299,10 @@ scram_arguments() {
 # - weather debug (group debug) and group stats: FindCoordinator (DESCRIBE on the group, which
 #   READ implies), JoinGroup, SyncGroup, Heartbeat, LeaveGroup (READ on the group), OffsetFetch
 #   (DESCRIBE on the group and the topic), OffsetCommit (READ on the group and the topic).
+# - weather consume --group stats keeps each partition's state in the changelog
+#   temperatures.stats: CreateTopics the first time (CREATE), Produce of its snapshots with an
+#   idempotent producer (WRITE), Fetch when it restores one (READ), DESCRIBE for its Metadata.
+#   verify, plot and serve --from-kafka read it (READ).
 # Nothing on the cluster, no DELETE (produce --reset takes the admin's file), no ALTER.
 ACLS="User:producer WRITE TOPIC temperatures
 User:producer DESCRIBE TOPIC temperatures
@@ -308,6 +312,10 @@ User:producer READ TOPIC temperatures
 User:consumer READ TOPIC temperatures
 User:consumer DESCRIBE TOPIC temperatures
 User:consumer DESCRIBE_CONFIGS TOPIC temperatures
+User:consumer CREATE TOPIC temperatures.stats
+User:consumer WRITE TOPIC temperatures.stats
+User:consumer READ TOPIC temperatures.stats
+User:consumer DESCRIBE TOPIC temperatures.stats
 User:consumer READ GROUP debug
 User:consumer READ GROUP stats"
 

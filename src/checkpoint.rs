@@ -36,6 +36,20 @@ use crate::stats::{Days, MonthStats, PartitionStats};
 /// The format of the topic file (`partition-N.topic.json`) this version writes and reads.
 pub const FORMAT: u32 = 2;
 
+/// How far a save goes to make the file survive a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and the folder: the file is the truth (`weather consume 0 2`), so an
+    /// acknowledged save must survive anything the disk survives.
+    Synced,
+    /// Rename only: the file is a cache of a state Kafka already holds (`weather consume
+    /// --group`, see `changelog`). A crash of the process still leaves the old file or the new
+    /// one, whole (the page cache outlives the process); a power cut may leave an older file,
+    /// which is an older correct state, or a torn one, which the group member sets aside and
+    /// restores from the changelog instead.
+    Cached,
+}
+
 /// What one partition file holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
@@ -550,6 +564,15 @@ impl PartitionFile {
     /// A checkpoint that would not load again is refused before anything is written: the next
     /// start would stop on it, and `--reset-state` would replay the same records into it.
     pub fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        self.save_with(checkpoint, Durability::Synced)
+    }
+
+    /// `save`, with fsyncs or without (`Durability`).
+    pub fn save_with(
+        &self,
+        checkpoint: &Checkpoint,
+        durability: Durability,
+    ) -> Result<(), CheckpointError> {
         // Checked rather than read back: parsing a file of many years costs twice writing it.
         if let Err(reason) = checkpoint.check() {
             return Err(CheckpointError::Unloadable {
@@ -565,22 +588,29 @@ impl PartitionFile {
         if let Some(topic) = &checkpoint.topic
             && self.load_topic().ok().flatten().as_ref() != Some(topic)
         {
-            self.replace(&self.topic_path(), "topic.", &topic.to_json(), false)?;
+            self.replace(
+                &self.topic_path(),
+                "topic.",
+                &topic.to_json(),
+                false,
+                durability,
+            )?;
         }
-        self.replace(&self.path(), "", &checkpoint.to_json(), true)
+        self.replace(&self.path(), "", &checkpoint.to_json(), true, durability)
     }
 
-    /// Replaces `path` with `text`: a temporary file of this save's own, fsync, rename over
-    /// `path`, fsync the folder. On error `path` is untouched.
+    /// Replaces `path` with `text`: a temporary file of this save's own, fsync (`Synced`),
+    /// rename over `path`, fsync the folder (`Synced`). On error `path` is untouched.
     fn replace(
         &self,
         path: &Path,
         kind: &str,
         text: &str,
         may_hold: bool,
+        durability: Durability,
     ) -> Result<(), CheckpointError> {
         let (tmp, file) = self.create_tmp(kind)?;
-        if let Err(e) = write_synced(file, &tmp, text.as_bytes()) {
+        if let Err(e) = write_file(file, &tmp, text.as_bytes(), durability) {
             // We created it, so it is ours alone to remove.
             let _ = fs::remove_file(&tmp);
             return Err(e);
@@ -594,6 +624,9 @@ impl PartitionFile {
                 path: path.to_path_buf(),
                 source,
             });
+        }
+        if durability == Durability::Cached {
+            return Ok(());
         }
         // The rename is durable only once the folder's entry is on disk.
         File::open(&self.dir)
@@ -648,14 +681,22 @@ impl PartitionFile {
     }
 }
 
-/// Writes `bytes` to `file` (at `path`) and fsyncs it.
-fn write_synced(mut file: File, path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+/// Writes `bytes` to `file` (at `path`), and fsyncs it if `Synced`.
+fn write_file(
+    mut file: File,
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<(), CheckpointError> {
     let write_err = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
     };
     file.write_all(bytes).map_err(write_err)?;
-    file.sync_all().map_err(write_err)
+    match durability {
+        Durability::Synced => file.sync_all().map_err(write_err),
+        Durability::Cached => Ok(()),
+    }
 }
 
 /// A partition file this process owns: it holds the partition's lock for as long as any

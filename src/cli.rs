@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use time::Date;
 use tracing::info;
 
-use crate::checkpoint::{self, CheckpointError};
+use crate::changelog::{self, ChangelogError};
+use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::consumer::{self, ConsumeError, ConsumeOptions};
 use crate::debug::{self, DebugError, DebugOptions};
 use crate::kafka::group::GroupOptions;
@@ -79,7 +80,7 @@ pub enum Command {
     /// Keep per-partition statistics for the listed partitions (or a group's), exactly once
     Consume(ConsumeArgs),
     /// Recompute every partition file's statistics from the topic and compare
-    Verify(StateArgs),
+    Verify(VerifyArgs),
     /// Draw the monthly averages of the latest year as an SVG bar chart
     Plot(PlotArgs),
     /// Serve the live dashboard: chart and partition status, updated as files change
@@ -93,6 +94,24 @@ pub struct ServeArgs {
     pub listen: std::net::SocketAddr,
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Read the newest snapshot of every partition from the changelog topic <topic>.stats
+    /// (what `consume --group` members write, on whichever machine), not the state folder
+    #[arg(long, conflicts_with = "state_dir")]
+    pub from_kafka: bool,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +221,8 @@ pub struct PlotArgs {
     /// Year to draw (default: the latest year with data)
     #[arg(long)]
     pub year: Option<i32>,
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 /// clap's usage error folded into one line: what was wrong and where to read more.
@@ -244,6 +265,8 @@ pub enum CliError {
     Dashboard(#[from] crate::dashboard::DashboardError),
     #[error(transparent)]
     Security(#[from] crate::kafka::security::SecurityError),
+    #[error(transparent)]
+    Changelog(#[from] ChangelogError),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -324,7 +347,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Verify(args) => {
             let cluster = connect().await?;
-            let verdicts = verify::run(&cluster, &global.topic, &args.state_dir).await?;
+            let verdicts = if args.source.from_kafka {
+                verify::run_from_kafka(&cluster, &global.topic).await?
+            } else {
+                verify::run(&cluster, &global.topic, &args.state.state_dir).await?
+            };
+            let what = if args.source.from_kafka {
+                "changelog snapshots"
+            } else {
+                "partition files"
+            };
             let mut failed = 0;
             for v in &verdicts {
                 if v.matches() {
@@ -342,16 +374,30 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             }
             if failed > 0 {
                 return Err(CliError::Mismatch(format!(
-                    "{failed} of {} partition files do not match the topic",
+                    "{failed} of {} {what} do not match the topic",
                     verdicts.len()
                 )));
             }
         }
-        Command::Plot(args) => plot_command(&args)?,
+        Command::Plot(args) => {
+            let checkpoints = if args.source.from_kafka {
+                let cluster = connect().await?;
+                changelog::read_all(&cluster, &global.topic).await?.1
+            } else {
+                load_folder(&args.state.state_dir)?
+            };
+            let from = if args.source.from_kafka {
+                changelog::topic_for(&global.topic)
+            } else {
+                args.state.state_dir.display().to_string()
+            };
+            plot_command(&args, &checkpoints, &from)?
+        }
         Command::Serve(args) => {
             let options = crate::dashboard::ServeOptions {
                 listen: args.listen,
                 state_dir: args.state.state_dir,
+                from_kafka: args.source.from_kafka,
                 brokers: global.brokers.clone(),
                 security: security.clone(),
                 topic: global.topic.clone(),
@@ -362,9 +408,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-fn plot_command(args: &PlotArgs) -> Result<(), CliError> {
-    let dir = &args.state.state_dir;
-    let checkpoints = checkpoint::load_all(dir).map_err(|e| match e {
+/// Every partition file in `dir`, or one line on why not.
+fn load_folder(dir: &Path) -> Result<Vec<Checkpoint>, CliError> {
+    checkpoint::load_all(dir).map_err(|e| match e {
         CheckpointError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             CliError::Usage(format!(
                 "state folder {} does not exist; run `weather consume` first",
@@ -372,15 +418,18 @@ fn plot_command(args: &PlotArgs) -> Result<(), CliError> {
             ))
         }
         other => other.into(),
-    })?;
+    })
+}
+
+/// Draws the chart of `checkpoints`, read `from` a folder or the changelog.
+fn plot_command(args: &PlotArgs, checkpoints: &[Checkpoint], from: &str) -> Result<(), CliError> {
     let mut merged = PartitionStats::default();
-    for c in &checkpoints {
+    for c in checkpoints {
         merged.merge(&c.stats);
     }
     let year = args.year.or_else(|| merged.latest_year()).ok_or_else(|| {
         CliError::Usage(format!(
-            "no statistics in {} yet; run `weather consume` first",
-            dir.display()
+            "no statistics in {from} yet; run `weather consume` first"
         ))
     })?;
     let bars = plot::bars(&merged, &args.months, year);
@@ -394,7 +443,7 @@ fn plot_command(args: &PlotArgs) -> Result<(), CliError> {
         })
         .collect();
     info!(
-        "wrote {} for {year} from {} partition files: {}",
+        "wrote {} for {year} from {} partitions in {from}: {}",
         args.out.display(),
         checkpoints.len(),
         shown.join(", ")

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::{self, Checkpoint, CheckpointError, OwnedFile, TopicIdentity};
+use crate::changelog::{self, Changelog, ChangelogError};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, Durability, OwnedFile, TopicIdentity};
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, GroupError, GroupOptions};
 use crate::kafka::outage::OutageWatch;
@@ -65,6 +66,8 @@ pub enum ConsumeError {
     Group(#[from] GroupError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Changelog(#[from] ChangelogError),
     #[error("partition {partition} does not exist: topic {topic:?} has partitions 0 to {}", .count - 1)]
     NoSuchPartition {
         topic: String,
@@ -148,20 +151,24 @@ pub async fn run(
         &options.partitions,
         options.reset_state,
         claim,
+        None,
     )
     .await?;
     let watch = OutageWatch::new("reading");
     let runs = assigned.into_iter().map(|(partition, file, start)| {
         let target = options.until_caught_up.then_some(start.end);
         let fetching = Fetching::new(cluster, options, target, &watch);
-        consume_partition(partition, file, start, fetching, shutdown)
+        consume_partition(partition, Store::file(file), start, fetching, shutdown)
     });
     futures::future::try_join_all(runs).await
 }
 
-/// `weather consume --group`: the same per-partition loop on the partitions the group assigns.
-/// A partition is loaded from its file when received, and its loop has saved its last batch
-/// before the partition is given up, so the files stay exact across rebalances.
+/// `weather consume --group`: the same per-partition loop on the partitions the group assigns,
+/// with the changelog (`changelog`) as the truth: every batch's checkpoint is acknowledged
+/// there before the local file, now a cache, is replaced, and a partition received is
+/// restored from the newer of its changelog snapshot and its local file. Its loop has saved
+/// its last batch before the partition is given up, so state is exact across rebalances,
+/// whichever machine each member runs on.
 pub async fn run_group(
     cluster: &Cluster,
     options: &ConsumeOptions,
@@ -169,6 +176,9 @@ pub async fn run_group(
     shutdown: &Shutdown,
 ) -> Result<(), ConsumeError> {
     prepare(cluster, options).await?;
+    let info = cluster.require_described(&options.topic).await?;
+    let changelog = Changelog::open(cluster, &options.topic, &info).await?;
+    let changelog = &changelog;
     let watch = OutageWatch::new("reading");
     let owner = format!("weather consume --group {}", group.group);
     group::run(cluster, group, shutdown, async |generation| {
@@ -176,8 +186,15 @@ pub async fn run_group(
             owner: &owner,
             stop: &generation.stop,
         };
-        let assigned =
-            open_partitions(cluster, options, &generation.partitions, false, claim).await?;
+        let assigned = open_partitions(
+            cluster,
+            options,
+            &generation.partitions,
+            false,
+            claim,
+            Some(changelog),
+        )
+        .await?;
         let starts: Vec<String> = assigned
             .iter()
             .map(|(p, _, start)| format!("{} at {}", p.id(), start.checkpoint.offset))
@@ -195,7 +212,11 @@ pub async fn run_group(
         );
         let runs = assigned.into_iter().map(|(partition, file, start)| {
             let fetching = Fetching::new(cluster, options, None, &watch);
-            consume_partition(partition, file, start, fetching, &generation.stop)
+            let store = Store {
+                file,
+                changelog: Some(changelog),
+            };
+            consume_partition(partition, store, start, fetching, &generation.stop)
         });
         futures::future::try_join_all(runs).await.map(drop)
     })
@@ -251,6 +272,7 @@ async fn open_partitions(
     ids: &[i32],
     reset: bool,
     claim: Claim<'_>,
+    changelog: Option<&Changelog>,
 ) -> Result<Vec<(Partition, OwnedFile, Start)>, ConsumeError> {
     // Locks first: a file is loaded only once nobody else can write it.
     let mut owned = Vec::new();
@@ -263,15 +285,28 @@ async fn open_partitions(
     // Described once for all: the topic every file must count, and the id every read names.
     let info = cluster.require_described(&options.topic).await?;
     let topic = TopicIdentity::of(&options.topic, &info);
-    let mut opened = Vec::new();
-    for file in owned {
+    // All partitions at once: a restore is a few round trips to the changelog's leaders.
+    let topic = &topic;
+    let opening = owned.into_iter().map(|file| async move {
         let partition = cluster
             .partition(&options.topic, file.partition())
             .await?
             .of_topic_id(info.id);
-        let start = starting_point(&partition, &file, reset, &topic).await?;
-        opened.push((partition, file, start));
-    }
+        let restored = match changelog {
+            Some(changelog) => {
+                Some(Restoring::read(cluster, changelog.topic(), topic, file.partition()).await?)
+            }
+            None => None,
+        };
+        let start = starting_point(&partition, &file, reset, topic, restored).await?;
+        Ok::<_, ConsumeError>((partition, file, start))
+    });
+    // Every one to its end, so that of several bad files the lowest partition's is the one
+    // said, whichever answer came first.
+    let opened = futures::future::join_all(opening)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     let mut leftovers = Vec::new();
     for (_, file, _) in &opened {
         for tmp in file.remove_leftover_tmps()? {
@@ -311,19 +346,56 @@ struct Start {
     notes: Vec<String>,
 }
 
-/// Where a partition starts: its file, or the earliest offset. Fails, saying nothing else,
-/// on a file that cannot be used (another topic's among them) or a folder where it cannot be
-/// replaced.
+/// A partition's newest snapshot in the changelog, as read on assignment.
+struct Restoring {
+    changelog: String,
+    restored: changelog::Restored,
+}
+
+impl Restoring {
+    async fn read(
+        cluster: &Cluster,
+        changelog: &str,
+        topic: &TopicIdentity,
+        partition: i32,
+    ) -> Result<Self, KafkaError> {
+        Ok(Self {
+            changelog: changelog.into(),
+            restored: changelog::newest(cluster, topic, partition).await?,
+        })
+    }
+}
+
+/// Where a partition starts: the newer of its file and its changelog snapshot (a group
+/// member), or its file (a partition list), or the earliest offset. Fails, saying nothing
+/// else, on a file that cannot be used (another topic's among them) or a folder where it
+/// cannot be replaced.
 async fn starting_point(
     partition: &Partition,
     file: &OwnedFile,
     reset: bool,
     topic: &TopicIdentity,
+    restoring: Option<Restoring>,
 ) -> Result<Start, ConsumeError> {
     let id = partition.id();
     let mut notes = Vec::new();
     // With --reset-state the file is set aside, once every partition has passed its checks.
-    let loaded = if reset { None } else { file.load()? };
+    let loaded = match (reset, file.load()) {
+        (true, _) => None,
+        (false, Ok(loaded)) => loaded,
+        // A cache of what the changelog holds, saved without fsync: a power cut may have torn
+        // it. It is set aside, never overwritten, and the changelog's snapshot is used.
+        (false, Err(CheckpointError::Corrupt { reason, .. })) if restoring.is_some() => {
+            let aside = file.set_aside()?;
+            notes.push(format!(
+                "partition {id}: {} is not a valid partition file ({reason}); set aside as {}, restoring from the changelog",
+                file.path().display(),
+                aside.map_or_else(|| "nothing".into(), |p| p.display().to_string())
+            ));
+            None
+        }
+        (false, Err(e)) => return Err(e.into()),
+    };
     // Which topic first: a recreated topic's offsets may well lie beyond the file's, but the
     // topic is what the user has to decide about.
     let mut adopted = false;
@@ -348,6 +420,38 @@ async fn starting_point(
         None => None,
     };
     let (earliest, end) = partition.offsets().await?;
+    let mut from_changelog = None;
+    if let Some(Restoring {
+        changelog,
+        restored,
+    }) = restoring
+    {
+        if restored.other_topic > 0 {
+            notes.push(format!(
+                "partition {id}: {} snapshot(s) in {changelog} count another topic than {topic} (this name before it was recreated): not restored",
+                restored.other_topic
+            ));
+        }
+        match restored.checkpoint {
+            // Where the broker gives no topic id, a recreated topic with as many partitions
+            // looks the same: an offset beyond the end is what tells.
+            Some(c) if c.offset > end => notes.push(format!(
+                "partition {id}: the snapshot in {changelog} at offset {} lies beyond the partition's end {end}, so it counts this name's topic before it was recreated: not restored",
+                c.offset
+            )),
+            Some(c) => from_changelog = Some((c, changelog)),
+            None => {}
+        }
+    }
+    // The higher offset wins: both are correct states, the higher one saves reading.
+    let local_offset = loaded.as_ref().map(|c| c.offset);
+    let (loaded, restored_from) = match (loaded, from_changelog) {
+        (Some(local), Some((c, changelog))) if c.offset > local.offset => {
+            (Some(c), Some(changelog))
+        }
+        (None, Some((c, changelog))) => (Some(c), Some(changelog)),
+        (local, _) => (local, None),
+    };
     let checkpoint = match loaded {
         None => {
             notes.push(format!(
@@ -372,17 +476,24 @@ async fn starting_point(
             c
         }
         Some(c) => {
-            let adoption = if adopted {
+            let from = match &restored_from {
+                Some(changelog) => format!(
+                    "the changelog {changelog} (local file: {})",
+                    local_offset.map_or_else(|| "none".into(), |o| format!("offset {o}"))
+                ),
+                None => file.path().display().to_string(),
+            };
+            let adoption = if adopted && restored_from.is_none() {
                 format!(
                     ", which does not say which topic it counts (an earlier version wrote it): taken as {topic}'s, as its next save will say"
                 )
             } else {
                 String::new()
             };
+            // Tests read "resuming at offset N from".
             notes.push(format!(
-                "partition {id}: resuming at offset {} from {}{adoption}",
-                c.offset,
-                file.path().display()
+                "partition {id}: resuming at offset {} from {from}{adoption}",
+                c.offset
             ));
             c
         }
@@ -449,9 +560,24 @@ impl Fetching<'_> {
     }
 }
 
+/// Where a partition's checkpoints go: its file, and for a group member the changelog first.
+struct Store<'a> {
+    file: OwnedFile,
+    changelog: Option<&'a Changelog>,
+}
+
+impl Store<'_> {
+    fn file(file: OwnedFile) -> Self {
+        Self {
+            file,
+            changelog: None,
+        }
+    }
+}
+
 async fn consume_partition(
     partition: Partition,
-    file: OwnedFile,
+    store: Store<'_>,
     start: Start,
     fetching: Fetching<'_>,
     shutdown: &Shutdown,
@@ -471,6 +597,7 @@ async fn consume_partition(
     let mut backoff = Backoff::default();
     let mut failures = 0;
     let mut last_progress = Instant::now();
+    let file = &store.file;
     let replaced = |now: TopicIdentity, offset: i64| ConsumeError::TopicReplaced {
         path: file.path(),
         partition: id,
@@ -603,8 +730,9 @@ async fn consume_partition(
             checkpoint.offset = r.offset + 1;
         }
         checkpoint.offset = checkpoint.offset.max(fetched.next_offset);
-        // Statistics and offset leave memory together, in one atomic file replace.
-        checkpoint = save(file.clone(), checkpoint).await?;
+        // Statistics and offset leave memory together: in one changelog record (a group
+        // member), then in one atomic file replace.
+        checkpoint = save(&store, &counted, checkpoint).await?;
         summary.offset = checkpoint.offset;
         if let Some(newest) = fetched.records.iter().map(|r| r.timestamp_ms).max() {
             // `make bench` reads these lines for the end-to-end latency.
@@ -634,11 +762,30 @@ async fn consume_partition(
     Ok(summary)
 }
 
-/// Saves off the async threads: fsync blocks, and other partitions keep fetching meanwhile.
-/// The blocking task holds a clone of `file`, so the lock outlives the save even if this
-/// future is dropped.
-async fn save(file: OwnedFile, checkpoint: Checkpoint) -> Result<Checkpoint, CheckpointError> {
-    tokio::task::spawn_blocking(move || file.save(&checkpoint).map(|()| checkpoint))
-        .await
-        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+/// Saves a checkpoint: to the changelog first, if there is one, and once it is acknowledged
+/// there to the file, off the async threads (fsync blocks, and other partitions keep
+/// fetching meanwhile). The blocking task holds a clone of the file, so the lock outlives the
+/// save even if this future is dropped.
+async fn save(
+    store: &Store<'_>,
+    topic: &TopicIdentity,
+    checkpoint: Checkpoint,
+) -> Result<Checkpoint, ConsumeError> {
+    let durability = match store.changelog {
+        // Kafka holds the truth once acknowledged (acks=all); the file is a cache, which a
+        // crash of this process leaves whole (old or new) and a power cut may leave older or
+        // torn, both of which the next start copes with (`starting_point`).
+        Some(changelog) => {
+            changelog.write(&checkpoint, topic).await?;
+            Durability::Cached
+        }
+        None => Durability::Synced,
+    };
+    let file = store.file.clone();
+    let saved = tokio::task::spawn_blocking(move || {
+        file.save_with(&checkpoint, durability).map(|()| checkpoint)
+    })
+    .await
+    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))?;
+    Ok(saved)
 }

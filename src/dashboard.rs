@@ -6,7 +6,9 @@
 //! sends each open page a fresh snapshot. Files are read with the checkpoint loader; they
 //! are replaced by rename, so a read sees the old file or the new one, never half of one.
 //! Lag comes from a background task that asks the broker for end offsets; the pages never
-//! wait on the broker, and an unreachable one is shown, not fatal.
+//! wait on the broker, and an unreachable one is shown, not fatal. With `--from-kafka` the
+//! same task reads the newest snapshot of every partition from the changelog every second
+//! (`changelog`) instead of the folder, so a dashboard on any machine shows the whole topic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -42,6 +44,8 @@ const BROKER_DEADLINE: Duration = Duration::from_secs(5);
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
+    /// Read the changelog, not `state_dir`.
+    pub from_kafka: bool,
     pub brokers: String,
     /// How the connections to the brokers are secured (TLS, SASL).
     pub security: std::sync::Arc<crate::kafka::security::Security>,
@@ -73,6 +77,8 @@ struct Shared {
     broker: Mutex<BrokerView>,
     /// Partitions that ever had a file, so one that disappears shows as missing.
     seen: Mutex<BTreeSet<i32>>,
+    /// With `--from-kafka`: the changelog's newest snapshots, as last read.
+    snapshots: Mutex<BTreeMap<i32, Checkpoint>>,
     /// Bumped on every change to the files or the broker's view; pages follow it.
     changes: watch::Sender<u64>,
     shutdown: Shutdown,
@@ -81,6 +87,18 @@ struct Shared {
 impl Shared {
     fn changed(&self) {
         self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// What the statistics are read from, as the page and the log name it.
+    fn source(&self) -> String {
+        if self.options.from_kafka {
+            format!(
+                "changelog {}",
+                crate::changelog::topic_for(&self.options.topic)
+            )
+        } else {
+            self.options.state_dir.display().to_string()
+        }
     }
 
     fn broker_view(&self) -> BrokerView {
@@ -102,14 +120,17 @@ pub async fn run(options: ServeOptions, shutdown: &Shutdown) -> Result<(), Dashb
         options,
         broker: Mutex::new(BrokerView::Connecting),
         seen: Mutex::new(BTreeSet::new()),
+        snapshots: Mutex::new(BTreeMap::new()),
         changes: watch::channel(0).0,
         shutdown: shutdown.clone(),
     });
-    tokio::spawn(watch_files(shared.clone()));
+    if !shared.options.from_kafka {
+        tokio::spawn(watch_files(shared.clone()));
+    }
     tokio::spawn(follow_broker(shared.clone()));
     info!(
         "dashboard on http://{bound}/ for {} (Ctrl-C stops)",
-        shared.options.state_dir.display()
+        shared.source()
     );
     let stop = shutdown.clone();
     axum::serve(listener, router(shared))
@@ -232,6 +253,9 @@ async fn snapshot(shared: Arc<Shared>) -> Snapshot {
 
 /// Reads every partition file there is, plus those we expect (seen before, or in the topic).
 fn read_folder(shared: &Shared) -> (BTreeMap<i32, FileState>, Option<String>) {
+    if shared.options.from_kafka {
+        return read_changelog(shared);
+    }
     let dir = &shared.options.state_dir;
     let (present, folder_problem) = match checkpoint::partition_files(dir) {
         Ok(files) => (files, None),
@@ -267,6 +291,25 @@ fn read_folder(shared: &Shared) -> (BTreeMap<i32, FileState>, Option<String>) {
         })
         .collect();
     (files, folder_problem)
+}
+
+/// The changelog's snapshots as last read, plus the partitions the topic has.
+fn read_changelog(shared: &Shared) -> (BTreeMap<i32, FileState>, Option<String>) {
+    let snapshots = shared
+        .snapshots
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let mut files: BTreeMap<i32, FileState> = snapshots
+        .into_iter()
+        .map(|(partition, c)| (partition, FileState::Loaded(c)))
+        .collect();
+    if let BrokerView::Ends(ends) = shared.broker_view() {
+        for partition in ends.keys() {
+            files.entry(*partition).or_insert(FileState::Missing);
+        }
+    }
+    (files, None)
 }
 
 /// What the page (and `/api/status`) is told.
@@ -365,7 +408,7 @@ impl Snapshot {
             .or_else(|| self.merged.latest_year());
         let options = &self.shared.options;
         View {
-            state_dir: options.state_dir.display().to_string(),
+            state_dir: self.shared.source(),
             topic: options.topic.clone(),
             brokers: options.brokers.clone(),
             broker,
@@ -444,11 +487,20 @@ async fn follow_broker(shared: Arc<Shared>) {
             }
             Some(c) => {
                 let read = end_offsets(c, &options.topic, &mut handles);
-                match tokio::time::timeout(BROKER_DEADLINE, read).await {
+                let view = match tokio::time::timeout(BROKER_DEADLINE, read).await {
                     Ok(Ok(view)) => view,
                     Ok(Err(e)) => BrokerView::Unreachable(e.to_string()),
                     Err(_) => BrokerView::Unreachable("no answer in time".into()),
+                };
+                if options.from_kafka && matches!(view, BrokerView::Ends(_)) {
+                    let read = crate::changelog::read_all(c, &options.topic);
+                    match tokio::time::timeout(BROKER_DEADLINE, read).await {
+                        Ok(Ok((_, all))) => follow_snapshots(&shared, all),
+                        Ok(Err(e)) => warn!("reading the changelog: {e}"),
+                        Err(_) => warn!("reading the changelog: no answer in time"),
+                    }
                 }
+                view
             }
         };
         if matches!(view, BrokerView::Unreachable(_)) {
@@ -476,6 +528,20 @@ async fn follow_broker(shared: Arc<Shared>) {
             _ = tokio::time::sleep(BROKER_EVERY) => {}
             _ = shared.shutdown.requested() => return,
         }
+    }
+}
+
+/// Keeps the changelog's newest snapshots, telling the pages when they changed.
+fn follow_snapshots(shared: &Shared, all: Vec<Checkpoint>) {
+    let now: BTreeMap<i32, Checkpoint> = all.into_iter().map(|c| (c.partition, c)).collect();
+    let mut kept = shared
+        .snapshots
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *kept != now {
+        *kept = now;
+        drop(kept);
+        shared.changed();
     }
 }
 

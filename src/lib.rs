@@ -20,14 +20,20 @@
 //!   rule (a date already among its (month, year)'s counted days is a duplicate, in any
 //!   order) and the skip rule for records that are not reports (or not plausible temperatures).
 //! - `checkpoint`: the partition files, and the only place files are written durably
-//!   (a temporary file of each save's own, fsync, rename, fsync the folder); a checkpoint that
-//!   would not load again is refused. `partition-N.topic.json` beside each file names the
-//!   topic it counts (`TopicIdentity`), so the partition file keeps the seed's format.
+//!   (a temporary file of each save's own, fsync, rename, fsync the folder; without the
+//!   fsyncs where the file is only a cache of the changelog); a checkpoint that would not
+//!   load again is refused. `partition-N.topic.json` beside each file names the topic it
+//!   counts (`TopicIdentity`), so the partition file keeps the seed's format.
+//! - `changelog`: the same checkpoints in Kafka, in the compacted topic `<topic>.stats`
+//!   (partition p's snapshots in its partition p), written by group members before their file
+//!   and restored on assignment: the newest snapshot, by offset, of the topic counted now.
+//!   Why any snapshot, even a zombie's, is a correct place to resume is written there.
 //! - `lock`: one writer per partition file: the flock a consumer holds on `partition-N.lock`
 //!   from before it loads a partition until after its last save.
 //! - `consumer`: `weather consume`, which joins the two: fetch, apply, save, repeat; per
-//!   partition, on a list given by hand or on what a consumer group assigns. It refuses a file
-//!   of another topic, and stops when its topic is recreated under it.
+//!   partition, on a list given by hand (files the truth) or on what a consumer group assigns
+//!   (the changelog the truth, the file its cache). It refuses a file of another topic, and
+//!   stops when its topic is recreated under it.
 //! - `debug`: `weather debug`, a consumer group member that prints what arrives.
 //! - `verify`: `weather verify`, which recomputes the files from the topic.
 //! - `plot`: the SVG chart of monthly averages.
@@ -35,6 +41,7 @@
 //! - `shutdown`: the Ctrl-C / SIGTERM signal handed to every loop.
 //! - `cli`: argument parsing and the one-line errors.
 
+pub mod changelog;
 pub mod checkpoint;
 pub mod cli;
 pub mod consumer;

@@ -1,5 +1,7 @@
 //! `weather verify`: recomputes each partition file's statistics from the topic itself,
 //! reading from the partition's first record up to the file's offset, and compares.
+//! `weather verify --from-kafka` does the same for the newest snapshot of each partition in
+//! the changelog (`changelog`), the merged state of a group's members wherever they run.
 //!
 //! It uses the same `stats` rules as the consumer but none of its state, so a file that
 //! counted a day twice, missed one, or moved its offset without its statistics shows up. A
@@ -8,7 +10,8 @@
 
 use std::path::Path;
 
-use crate::checkpoint::{CheckpointError, TopicIdentity, partition_files};
+use crate::changelog::{self, ChangelogError};
+use crate::checkpoint::{Checkpoint, CheckpointError, TopicIdentity, partition_files};
 use crate::kafka::security::Operation;
 use crate::kafka::{Cluster, KafkaError, Partition};
 use crate::report::month_name;
@@ -22,6 +25,10 @@ pub enum VerifyError {
     Checkpoint(#[from] CheckpointError),
     #[error("no partition files in {0}; run `weather consume` first")]
     NoFiles(String),
+    #[error(transparent)]
+    Changelog(#[from] ChangelogError),
+    #[error("no snapshot of topic {topic:?} in {changelog}; run `weather consume --group` first")]
+    NoSnapshots { topic: String, changelog: String },
 }
 
 /// The verdict on one partition file.
@@ -54,22 +61,51 @@ pub async fn run(
     if files.is_empty() {
         return Err(VerifyError::NoFiles(state_dir.display().to_string()));
     }
+    let loaded = files
+        .iter()
+        .filter_map(|file| match file.load() {
+            Ok(c) => c.map(Ok),
+            Err(e) => Some(Err((file.partition(), e.to_string()))),
+        })
+        .collect();
+    check(cluster, topic, loaded).await
+}
+
+/// `weather verify --from-kafka`: the newest snapshot of every partition in the changelog.
+pub async fn run_from_kafka(cluster: &Cluster, topic: &str) -> Result<Vec<Verdict>, VerifyError> {
+    let (_, snapshots) = changelog::read_all(cluster, topic).await?;
+    if snapshots.is_empty() {
+        return Err(VerifyError::NoSnapshots {
+            topic: topic.into(),
+            changelog: changelog::topic_for(topic),
+        });
+    }
+    check(cluster, topic, snapshots.into_iter().map(Ok).collect()).await
+}
+
+/// Checkpoints, or why one could not be read (partition, reason), against the topic.
+type Loaded = Vec<Result<Checkpoint, (i32, String)>>;
+
+async fn check(
+    cluster: &Cluster,
+    topic: &str,
+    loaded: Loaded,
+) -> Result<Vec<Verdict>, VerifyError> {
     let info = cluster.require_allowed(topic, Operation::Read).await?;
     let count = info.partitions.len() as i32;
     let identity = TopicIdentity::of(topic, &info);
     let mut verdicts = Vec::new();
     // The statistics of the files compared, to look for a day counted in two of them.
     let mut compared: Vec<(usize, i32, PartitionStats)> = Vec::new();
-    for file in files {
-        let checkpoint = match file.load() {
-            Ok(Some(c)) => c,
-            Ok(None) => continue,
-            Err(e) => {
+    for checkpoint in loaded {
+        let checkpoint = match checkpoint {
+            Ok(c) => c,
+            Err((partition, problem)) => {
                 verdicts.push(Verdict {
-                    partition: file.partition(),
+                    partition,
                     offset: 0,
                     reports: 0,
-                    problems: vec![e.to_string()],
+                    problems: vec![problem],
                 });
                 continue;
             }

@@ -43,7 +43,15 @@ pub fn assert_topic_holds_each_day_once(broker: &Broker, first: Date, days: usiz
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    assert_eq!(dates, expected, "the topic holds days besides those");
+    if dates != expected {
+        let extra: Vec<&Date> = dates.iter().filter(|d| !expected.contains(d)).collect();
+        panic!(
+            "the topic holds {} days, {} expected; besides those: {:?}",
+            dates.len(),
+            expected.len(),
+            &extra[..extra.len().min(5)]
+        );
+    }
     let weather = Weather::new(1);
     let partitions = topic.len() as i32;
     for (&partition, readings) in &topic {
@@ -126,10 +134,32 @@ pub fn assert_counted_exactly_once_with(
     let verify = broker.verify(state);
     let stdout = String::from_utf8_lossy(&verify.stdout);
 
+    let files = checkpoint::load_all(state).expect("partition files load");
+    assert_checkpoints_exact(broker, &files, first, days);
+    let with_days = files.len();
+    assert_eq!(stdout.matches(": ok,").count(), with_days, "{stdout}");
+    assert!(
+        doubled.is_empty(),
+        "the consumer counted each day once, but the topic holds {} day(s) twice: {doubled:?}",
+        doubled.len()
+    );
+}
+
+/// Checkpoints (from files, or from the changelog) hold exactly the generator's statistics of
+/// the `days` days from `first`: every (partition, month, year) its count and, bit for bit,
+/// its sum, nothing else, one checkpoint for every partition with days, each at its
+/// partition's end.
+pub fn assert_checkpoints_exact(
+    broker: &Broker,
+    checkpoints: &[checkpoint::Checkpoint],
+    first: Date,
+    days: usize,
+) {
+    let topic = topic_records(&broker.cluster());
     let partitions = topic.len() as i32;
     let weather = Weather::new(1);
     let mut expected: BTreeMap<(i32, Month, i32), (u64, f64)> = BTreeMap::new();
-    for date in expected_dates {
+    for date in consecutive(first, days) {
         let partition = partition_for(month_name(date.month()).as_bytes(), partitions);
         let entry = expected
             .entry((partition, date.month(), date.year()))
@@ -138,8 +168,7 @@ pub fn assert_counted_exactly_once_with(
         entry.1 += weather.degrees(date);
     }
     let mut found: BTreeMap<(i32, Month, i32), (u64, f64)> = BTreeMap::new();
-    let files = checkpoint::load_all(state).expect("partition files load");
-    for c in &files {
+    for c in checkpoints {
         assert_eq!(
             c.offset, topic[&c.partition].end,
             "partition {}",
@@ -153,12 +182,14 @@ pub fn assert_counted_exactly_once_with(
     }
     let with_days: BTreeSet<i32> = expected.keys().map(|k| k.0).collect();
     assert_eq!(
-        files.iter().map(|c| c.partition).collect::<BTreeSet<_>>(),
+        checkpoints
+            .iter()
+            .map(|c| c.partition)
+            .collect::<BTreeSet<_>>(),
         with_days,
-        "a file for every partition with days"
+        "a checkpoint for every partition with days"
     );
-    assert_eq!(stdout.matches(": ok,").count(), with_days.len(), "{stdout}");
-    assert_eq!(found.len(), expected.len(), "months in the files");
+    assert_eq!(found.len(), expected.len(), "months in the checkpoints");
     for (key, (count, sum)) in &expected {
         let (got_count, got_sum) = found[key];
         assert_eq!(got_count, *count, "count of {key:?}");
@@ -166,9 +197,4 @@ pub fn assert_counted_exactly_once_with(
     }
     let total: u64 = found.values().map(|v| v.0).sum();
     assert_eq!(total, days as u64);
-    assert!(
-        doubled.is_empty(),
-        "the consumer counted each day once, but the topic holds {} day(s) twice: {doubled:?}",
-        doubled.len()
-    );
 }

@@ -11,6 +11,11 @@
 //! retry resends the same bytes. Order is kept by the broker answering one connection's
 //! requests in turn; after a failure the task waits for everything in flight to come back, then
 //! resends every unacknowledged batch in order.
+//!
+//! A caller that must know one record is written before it goes on (the changelog's snapshots,
+//! acknowledged before the local file is replaced) gives its records increasing ids and waits
+//! with `acknowledged`: each partition's task publishes the highest id it has had acknowledged,
+//! and why it stopped if it did.
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
@@ -29,7 +34,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -134,6 +139,19 @@ pub enum SendError {
     Unconfirmed { records: u64 },
     #[error("the sender of partition {partition} stopped")]
     Stopped { partition: i32 },
+    /// What `acknowledged` reports of a sender that stopped on an error; `close` returns the
+    /// error itself.
+    #[error("partition {partition}: {reason}")]
+    Failed { partition: i32, reason: String },
+}
+
+/// What one partition's sender has done, for `IdempotentProducer::acknowledged`.
+#[derive(Debug, Clone, Default)]
+struct Lane {
+    /// The highest record id acknowledged so far on this partition.
+    acked: i64,
+    /// Why the sender stopped, once it has stopped on an error.
+    ended: Option<Arc<SendError>>,
 }
 
 /// What has been acknowledged so far, shared by all partitions' tasks.
@@ -170,6 +188,8 @@ pub struct IdempotentProducer {
     queues: Vec<mpsc::Sender<Outgoing>>,
     tasks: Vec<JoinHandle<Result<(), SendError>>>,
     acked: Arc<Acked>,
+    /// Per partition: what its sender has had acknowledged.
+    lanes: Vec<watch::Receiver<Lane>>,
     /// Records handed to `send` and queued.
     queued: AtomicU64,
     producer_id: i64,
@@ -189,8 +209,11 @@ impl IdempotentProducer {
         let acked = Arc::new(Acked::default());
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
+        let mut lanes = Vec::new();
         for partition in 0..partitions {
             let (tx, rx) = mpsc::channel(QUEUE);
+            let (lane, lane_rx) = watch::channel(Lane::default());
+            lanes.push(lane_rx);
             let sender = PartitionSender {
                 topic: topic.into(),
                 partition,
@@ -200,6 +223,7 @@ impl IdempotentProducer {
                 epoch,
                 options: options.clone(),
                 acked: acked.clone(),
+                lane,
                 connection: None,
                 next_sequence: 0,
                 open: Vec::new(),
@@ -218,6 +242,7 @@ impl IdempotentProducer {
             queues,
             tasks,
             acked,
+            lanes,
             queued: AtomicU64::new(0),
             producer_id,
             epoch,
@@ -252,6 +277,32 @@ impl IdempotentProducer {
 
     pub fn acked(&self) -> &Arc<Acked> {
         &self.acked
+    }
+
+    /// Waits until `partition` has had every record up to id `id` acknowledged. Ids must
+    /// increase in the order records are sent to a partition (the sender acknowledges batches
+    /// in order, so the highest id acknowledged covers every earlier one). Fails with the
+    /// reason the partition's sender stopped, if it stopped before that.
+    pub async fn acknowledged(&self, partition: i32, id: i64) -> Result<(), Arc<SendError>> {
+        let stopped = || Arc::new(SendError::Stopped { partition });
+        let mut lane = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.lanes.get(p))
+            .ok_or_else(|| {
+                Arc::new(SendError::NoSuchPartition {
+                    partition,
+                    partitions: self.lanes.len(),
+                })
+            })?
+            .clone();
+        // Looks at the value there is first, so an acknowledgement before a stop still counts.
+        let reached = lane.wait_for(|l| l.acked >= id || l.ended.is_some()).await;
+        match reached {
+            Ok(l) if l.acked >= id => Ok(()),
+            Ok(l) => Err(l.ended.clone().unwrap_or_else(stopped)),
+            // Stopped without an error of its own: aborted by `close`.
+            Err(_) => Err(stopped()),
+        }
     }
 
     /// Sends what is queued, waits for every acknowledgement and stops the tasks. The first
@@ -398,6 +449,8 @@ struct PartitionSender {
     epoch: i16,
     options: BatchOptions,
     acked: Arc<Acked>,
+    /// Published for `IdempotentProducer::acknowledged`.
+    lane: watch::Sender<Lane>,
     connection: Option<Arc<Connection>>,
     next_sequence: i32,
     /// Records not yet in a batch.
@@ -422,7 +475,27 @@ struct Failure {
 }
 
 impl PartitionSender {
-    async fn run(mut self, mut queue: mpsc::Receiver<Outgoing>) -> Result<(), SendError> {
+    async fn run(mut self, queue: mpsc::Receiver<Outgoing>) -> Result<(), SendError> {
+        let result = self.drive(queue).await;
+        if let Err(e) = &result {
+            // In words that fit any caller: GaveUp's own line tells `weather produce`'s user
+            // to run it again.
+            let reason = match e {
+                SendError::GaveUp { tries, last, .. } => {
+                    format!("not acknowledged after {tries} tries: {last}")
+                }
+                other => other.to_string(),
+            };
+            let ended = Arc::new(SendError::Failed {
+                partition: self.partition,
+                reason,
+            });
+            self.lane.send_modify(|lane| lane.ended = Some(ended));
+        }
+        result
+    }
+
+    async fn drive(&mut self, mut queue: mpsc::Receiver<Outgoing>) -> Result<(), SendError> {
         let mut closed = false;
         loop {
             if self.failed.is_some() && self.in_flight.is_empty() {
@@ -694,6 +767,8 @@ impl PartitionSender {
             self.acked
                 .highest_id
                 .fetch_max(batch.highest_id, Ordering::Relaxed);
+            self.lane
+                .send_modify(|lane| lane.acked = lane.acked.max(batch.highest_id));
             let leader = self.connection.as_ref().map(|c| c.address().to_string());
             self.acked
                 .outage
