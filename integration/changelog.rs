@@ -16,13 +16,11 @@ use std::time::Duration;
 
 use support::exactly_once::{assert_checkpoints_exact, assert_topic_holds_each_day_once};
 use support::topic::ends;
-use support::{Broker, GUARD, KillOnDrop, Logged, run_ok, runtime, wait_for};
+use support::{Broker, GUARD, KillOnDrop, Logged, http_get, run_ok, wait_for, with_cluster};
 use time::Date;
 use time::macros::date;
 use weather_stream::changelog::{self, Changelog};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile, TopicIdentity};
-use weather_stream::kafka::Cluster;
-use weather_stream::shutdown::Shutdown;
 
 const TOPIC: &str = "temperatures";
 const CHANGELOG: &str = "temperatures.stats";
@@ -32,17 +30,6 @@ const SESSION_MS: &str = "6000";
 const FIRST: Date = date!(2000 - 01 - 01);
 /// Days a test's first member counts (`catch_up_in_group`).
 const DAYS: u64 = 300;
-
-/// Runs `work` on a fresh library connection to `broker`, in one runtime.
-fn with_cluster<T>(broker: &Broker, work: impl AsyncFnOnce(&Cluster) -> T) -> T {
-    runtime().block_on(async {
-        let (_trigger, shutdown) = Shutdown::new();
-        let cluster = Cluster::connect(&broker.address(), Duration::from_secs(30), &shutdown)
-            .await
-            .expect("connect to the test broker");
-        work(&cluster).await
-    })
-}
 
 /// The merged state as any machine reads it: the newest snapshot of every partition.
 fn changelog_state(broker: &Broker) -> Vec<Checkpoint> {
@@ -286,7 +273,10 @@ fn any_machine_reads_the_merged_state_from_kafka(broker: &Broker, state: &[Check
     });
     let mut last = String::new();
     wait_for("the dashboard to show the changelog's state", GUARD, || {
-        last = http_get(port, "/api/stats").unwrap_or_default();
+        last = http_get(port, "/api/stats")
+            .ok()
+            .and_then(|a| Some(a.split_once("\r\n\r\n")?.1.to_string()))
+            .unwrap_or_default();
         serde_json::from_str::<serde_json::Value>(&last).is_ok_and(|v| v == expected)
     });
     drop(serve);
@@ -308,20 +298,6 @@ fn any_machine_reads_the_merged_state_from_kafka(broker: &Broker, state: &[Check
         stderr.contains("1 of 4 changelog snapshots do not match the topic"),
         "{stderr}"
     );
-}
-
-/// The body of one HTTP GET to 127.0.0.1:`port`, if it answered.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    Some(reply.split_once("\r\n\r\n")?.1.to_string())
 }
 
 #[test]

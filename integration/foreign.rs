@@ -15,21 +15,18 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
 use prost::Message;
 use rskafka::chrono::{TimeZone, Utc};
-use support::{Broker, GUARD, KillOnDrop, Kind, Logged, ProduceRaw, runtime, wait_for};
+use support::{Broker, GUARD, KillOnDrop, Kind, Logged, ProduceRaw, wait_for, with_cluster};
 use tempfile::TempDir;
 use time::{Date, Month};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile};
-use weather_stream::kafka::Cluster;
 use weather_stream::kafka::idempotent::{BatchOptions, IdempotentProducer, Outgoing};
 use weather_stream::kafka::partitioner::partition_for;
 use weather_stream::report::{Report, format_date, month_name};
-use weather_stream::shutdown::Shutdown;
 use weather_stream::stats::{DayReading, PartitionStats};
 use weather_stream::weather::Weather;
 
@@ -448,17 +445,6 @@ fn assert_counted_exactly(broker: &Broker, state: &Path, expected: &BTreeMap<i32
     let verified = broker.verify(state);
     let said = String::from_utf8_lossy(&verified.stdout);
     assert_eq!(said.matches(": ok,").count(), expected.len(), "{said}");
-}
-
-/// Runs `work` with a connection to `broker` made on the same runtime.
-fn with_cluster<T>(broker: &Broker, work: impl AsyncFnOnce(&Cluster) -> T) -> T {
-    runtime().block_on(async {
-        let (_trigger, shutdown) = Shutdown::new();
-        let cluster = Cluster::connect(&broker.address(), Duration::from_secs(30), &shutdown)
-            .await
-            .expect("connect to the test broker");
-        work(&cluster).await
-    })
 }
 
 /// Ends transaction `id` with `verb` (commit or abort), and says so in the ledger.

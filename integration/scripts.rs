@@ -4,12 +4,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::{GUARD, Kind, Logged, free_port, run_ok, wait_for};
+use support::{GUARD, Kind, Logged, free_port, http_get, run_ok, wait_for};
 use time::Month;
 use weather_stream::checkpoint;
 use weather_stream::report::month_name;
@@ -197,18 +196,6 @@ fn kafka_jars_are_assembled_once_and_a_missing_java_or_maven_is_one_line() {
         );
         assert!(!lib.exists(), "nothing assembled: {expected}");
     }
-}
-
-/// The answer to `GET path` from a server on 127.0.0.1:`port`, status line and all.
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    Ok(answer)
 }
 
 /// `scripts/demo.sh` on the broker under test (`BROKER=embedded` or `kafka`), its broker's

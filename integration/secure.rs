@@ -16,7 +16,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use support::exactly_once::{assert_counted_exactly_once, assert_topic_holds_each_day_once};
 use support::topic::consecutive;
-use support::{Broker, GUARD, Logged, folder_bytes, free_port, kill, run_ok, wait_for};
+use support::{Broker, GUARD, Logged, folder_bytes, free_port, http_get, kill, run_ok, wait_for};
 use time::macros::date;
 use weather_stream::checkpoint::{Checkpoint, PartitionFile};
 use weather_stream::report::month_name;
@@ -279,18 +279,6 @@ fn extra_user(
     }
     run_ok(acl.args(["--topic", TOPIC]));
     properties_as(broker, dir, &format!("{user}.properties"), user, &password)
-}
-
-/// The answer to `GET path` from 127.0.0.1:`port`, status line and all.
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    Ok(answer)
 }
 
 #[test]

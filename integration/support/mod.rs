@@ -87,6 +87,37 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// Runs `work` on a fresh library connection to `broker`, in one runtime.
+pub fn with_cluster<T>(
+    broker: &Broker,
+    work: impl AsyncFnOnce(&weather_stream::kafka::Cluster) -> T,
+) -> T {
+    runtime().block_on(async {
+        let (_trigger, shutdown) = weather_stream::shutdown::Shutdown::new();
+        let cluster = weather_stream::kafka::Cluster::connect(
+            &broker.address(),
+            Duration::from_secs(30),
+            &shutdown,
+        )
+        .await
+        .expect("connect to the test broker");
+        work(&cluster).await
+    })
+}
+
+/// One HTTP/1.1 GET of `path` on 127.0.0.1:`port`: the whole answer, status line first.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
 /// Runs a command to completion and insists that it succeeded.
 pub fn run_ok(command: &mut Command) -> Output {
     let output = command.output().expect("run weather");
