@@ -66,7 +66,7 @@ check_java() {
     fail "JAVA_HOME=$JAVA_HOME has no bin/java: point it at a Java 17 or later, or unset it to use java from PATH"
   fi
   [ -n "$java" ] || fail "java not found: Apache Kafka $VERSION needs Java 17 or later (Debian: apt-get install openjdk-17-jre-headless)"
-  version=$("$java" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1)
+  version=$("$java" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | sed -n 1p)
   major=${version%%.*}
   [ "$major" = 1 ] && major=$(printf '%s' "$version" | cut -d. -f2)
   if ! [ "${major:-0}" -ge 17 ] 2>/dev/null; then
