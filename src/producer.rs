@@ -103,6 +103,10 @@ pub async fn run(
     let mut summary = ProduceSummary::default();
     let started = Instant::now();
     let mut session = 0;
+    // The topic as this run found it: which days the run is to write is fixed by it, so a
+    // later session (after the broker forgot our producer id) writes the rest of the same
+    // days, not `--count` more after whatever the first one left.
+    let mut before: Option<Extent> = None;
     // The latest day the broker acknowledged, for the last line.
     let mut confirmed = None;
     loop {
@@ -155,8 +159,10 @@ pub async fn run(
             producer = start => producer?,
             () = shutdown.requested() => break,
         };
+        let before = before.get_or_insert_with(|| extent.clone());
         let status = Status::start(producer.acked().clone(), summary.days, started);
-        let generated = generate(&producer, &extent, options, shutdown, &mut summary).await;
+        let plan = Plan::new(before, &extent, options.start, options.count);
+        let generated = generate(&producer, plan, options, shutdown, &mut summary).await;
         let closed = producer
             .close(async {
                 shutdown.requested().await;
@@ -186,39 +192,30 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Hands the producer one day at a time, paced by `--delay-ms`, skipping days the topic has.
+/// Hands the producer one day at a time, paced by `--delay-ms`: the days of `plan` that the
+/// topic does not hold yet.
 async fn generate(
     producer: &IdempotentProducer,
-    extent: &Extent,
+    mut plan: Plan<'_>,
     options: &ProduceOptions,
     shutdown: &Shutdown,
     summary: &mut ProduceSummary,
 ) -> Result<(), ProduceError> {
     let partition_count = producer.partitions();
     let weather = Weather::new(options.seed);
-    // Days between the topic's first date and their month's last date are already there;
-    // any later day of a month is missing, whatever other months hold.
-    let mut cursor = Some(extent.first.unwrap_or(options.start));
-    let handed_before = summary.days;
-    let mut handed = 0u64;
     let mut ticker = tokio::time::interval(options.delay.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    while !shutdown.is_requested() && options.count.is_none_or(|n| handed_before + handed < n) {
-        let Some(date) = cursor else {
-            return Err(ProduceError::EndOfCalendar {
-                last: summary.last.map(format_date).unwrap_or_default(),
-            });
+    while !shutdown.is_requested() {
+        let Some(date) = plan.next() else {
+            if plan.calendar_ended() {
+                return Err(ProduceError::EndOfCalendar {
+                    last: summary.last.map(format_date).unwrap_or_default(),
+                });
+            }
+            break;
         };
-        cursor = date.next_day();
         let key = month_name(date.month());
-        if extent
-            .last
-            .get(&date.month())
-            .is_some_and(|last| date <= last.date)
-        {
-            continue;
-        }
         let partition = partition_for(key.as_bytes(), partition_count);
         if !options.delay.is_zero() {
             tokio::select! {
@@ -243,9 +240,57 @@ async fn generate(
         }
         summary.first.get_or_insert(date);
         summary.last = Some(date);
-        handed += 1;
     }
     Ok(())
+}
+
+/// The days one run of the producer writes, in order: from where the topic began when the
+/// run started (or `--start`), each day the topic did not hold then, `--count` of them (or
+/// without end). A day of the plan that the topic holds now, written by an earlier session of
+/// the same run whose acknowledgement never came, still counts towards `--count` but is not
+/// handed out again.
+struct Plan<'a> {
+    before: &'a Extent,
+    now: &'a Extent,
+    cursor: Option<Date>,
+    planned: u64,
+    count: Option<u64>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(before: &'a Extent, now: &'a Extent, start: Date, count: Option<u64>) -> Self {
+        Self {
+            before,
+            now,
+            cursor: Some(before.first.unwrap_or(start)),
+            planned: 0,
+            count,
+        }
+    }
+
+    /// Whether the plan stopped short of `--count` because the calendar ran out.
+    fn calendar_ended(&self) -> bool {
+        self.cursor.is_none() && self.count.is_none_or(|n| self.planned < n)
+    }
+}
+
+impl Iterator for Plan<'_> {
+    type Item = Date;
+
+    fn next(&mut self) -> Option<Date> {
+        while self.count.is_none_or(|n| self.planned < n) {
+            let date = self.cursor?;
+            self.cursor = date.next_day();
+            if self.before.holds(date) {
+                continue;
+            }
+            self.planned += 1;
+            if !self.now.holds(date) {
+                return Some(date);
+            }
+        }
+        None
+    }
 }
 
 fn now_millis() -> i64 {
@@ -325,10 +370,21 @@ fn log_progress(days: u64, last: Option<Date>, elapsed: Duration) {
 }
 
 /// Where the days already in the topic begin and, per month, end.
+#[derive(Debug, Clone)]
 struct Extent {
     first: Option<Date>,
     /// Each month's last day written, and the partition that holds it.
     last: BTreeMap<Month, LastDay>,
+}
+
+impl Extent {
+    /// Whether the topic holds `date`: our producer writes each month's days in order, so
+    /// every day of a month up to its last one written is there (from the topic's first).
+    fn holds(&self, date: Date) -> bool {
+        self.last
+            .get(&date.month())
+            .is_some_and(|last| date <= last.date)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -473,4 +529,79 @@ async fn first_date(
         window *= 4;
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    /// The topic holding every day from `first` to `last`, as our producer leaves it.
+    fn holding(first: Date, last: Date) -> Extent {
+        let mut months = BTreeMap::new();
+        let mut day = first;
+        while day <= last {
+            months.insert(
+                day.month(),
+                LastDay {
+                    date: day,
+                    partition: 0,
+                },
+            );
+            day = day.next_day().unwrap();
+        }
+        Extent {
+            first: Some(first),
+            last: months,
+        }
+    }
+
+    fn empty() -> Extent {
+        Extent {
+            first: None,
+            last: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_writes_count_days_after_what_the_topic_held() {
+        let before = holding(date!(2000 - 01 - 01), date!(2000 - 01 - 10));
+        let days: Vec<Date> = Plan::new(&before, &before, date!(1999 - 01 - 01), Some(3)).collect();
+        assert_eq!(
+            days,
+            [
+                date!(2000 - 01 - 11),
+                date!(2000 - 01 - 12),
+                date!(2000 - 01 - 13)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_later_session_writes_the_rest_of_the_same_days_not_count_more() {
+        // The first session of a run with --count 10 on an empty topic wrote 7 days (some of
+        // them never acknowledged) before the broker forgot its producer id.
+        let before = empty();
+        let now = holding(date!(2000 - 01 - 01), date!(2000 - 01 - 07));
+        let days: Vec<Date> = Plan::new(&before, &now, date!(2000 - 01 - 01), Some(10)).collect();
+        assert_eq!(
+            days,
+            [
+                date!(2000 - 01 - 08),
+                date!(2000 - 01 - 09),
+                date!(2000 - 01 - 10)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_calendar_running_out_is_told_apart_from_the_count_reached() {
+        let before = empty();
+        let mut plan = Plan::new(&before, &before, Date::MAX.previous_day().unwrap(), Some(5));
+        assert_eq!(plan.by_ref().count(), 2);
+        assert!(plan.calendar_ended());
+        let mut plan = Plan::new(&before, &before, date!(2000 - 01 - 01), Some(2));
+        assert_eq!(plan.by_ref().count(), 2);
+        assert!(!plan.calendar_ended());
+    }
 }
