@@ -196,11 +196,35 @@ impl Logged {
             .status()
             .expect("kill");
         assert!(status.success(), "kill -{name}");
+        if name == "STOP" {
+            // kill returns once the signal is sent, not once it has taken hold: a thread in
+            // the middle of a system call (a save's rename) finishes it first. A test that
+            // reads the frozen program's files next must not see that write land after.
+            let pid = self.child.id();
+            wait_for("the program to be stopped", GUARD, || {
+                all_threads_stopped(pid)
+            });
+        }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// Whether every thread of `pid` is stopped (state `T`, or `t` under a tracer).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+                .is_some_and(|state| state == 'T' || state == 't')
+        })
+    })
 }
 
 /// A child killed when dropped, so a test that fails halfway leaves nothing running.
