@@ -132,6 +132,16 @@ fn stop(mut m: Logged, what: &str) {
     m.wait_ok(what);
 }
 
+/// A first member, with its folder `dir`, catches up on `DAYS` days and stops: the
+/// changelog's state then.
+fn caught_up_by_a_first_member(broker: &Broker, dir: &Path, logs: &Path) -> Vec<Checkpoint> {
+    stop(
+        catch_up_in_group(broker, dir, &logs.join("first.log"), DAYS),
+        "the first member",
+    );
+    changelog_state(broker)
+}
+
 /// One member in `dir` reads the topic while `days` more days arrive in six runs of the
 /// producer, catching up after each: so every partition with days in two runs has two
 /// snapshots or more. Returns the member, still running.
@@ -305,11 +315,7 @@ fn a_zombies_late_lower_snapshot_does_not_hide_the_newest() {
     let broker = Broker::start();
     let logs = tempfile::tempdir().unwrap();
     let first = tempfile::tempdir().unwrap();
-    stop(
-        catch_up_in_group(&broker, first.path(), &logs.path().join("first.log"), DAYS),
-        "the first member",
-    );
-    let newest = changelog_state(&broker);
+    let newest = caught_up_by_a_first_member(&broker, first.path(), logs.path());
     // A member that lost its partitions while stopped writes its last, older snapshots after
     // the newest ones.
     let late: Vec<Checkpoint> = newest
@@ -348,11 +354,7 @@ fn a_torn_local_file_is_set_aside_and_the_changelog_restores_it() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    stop(
-        catch_up_in_group(&broker, dir.path(), &logs.path().join("first.log"), DAYS),
-        "the first member",
-    );
-    let newest = changelog_state(&broker);
+    let newest = caught_up_by_a_first_member(&broker, dir.path(), logs.path());
     // What a power cut may leave of a file saved without fsync, in the partition January's
     // days go to, so the member saves it again.
     assert!(newest.iter().any(|c| c.partition == 2));
@@ -381,11 +383,7 @@ fn a_snapshot_beyond_the_partitions_end_is_never_restored() {
     let broker = Broker::start();
     let logs = tempfile::tempdir().unwrap();
     let first = tempfile::tempdir().unwrap();
-    stop(
-        catch_up_in_group(&broker, first.path(), &logs.path().join("first.log"), DAYS),
-        "the first member",
-    );
-    let newest = changelog_state(&broker);
+    let newest = caught_up_by_a_first_member(&broker, first.path(), logs.path());
     let mut beyond = newest[0].clone();
     beyond.offset += 100;
     write_snapshots(&broker, &[beyond.clone()]);
@@ -556,11 +554,7 @@ mod kafka_only {
         let broker = Broker::start_kind(Kind::Kafka);
         let first = tempfile::tempdir().unwrap();
         let logs = tempfile::tempdir().unwrap();
-        stop(
-            catch_up_in_group(&broker, first.path(), &logs.path().join("first.log"), DAYS),
-            "the first member",
-        );
-        let newest = changelog_state(&broker);
+        let newest = caught_up_by_a_first_member(&broker, first.path(), logs.path());
         assert_checkpoints_exact(&broker, &newest, FIRST, 300);
         // Each partition's first snapshot: a state well before its end.
         let older: Vec<Checkpoint> = newest
@@ -628,11 +622,7 @@ mod kafka_only {
         let broker = Broker::start_kind(Kind::Kafka);
         let logs = tempfile::tempdir().unwrap();
         let first = tempfile::tempdir().unwrap();
-        stop(
-            catch_up_in_group(&broker, first.path(), &logs.path().join("first.log"), DAYS),
-            "the first member",
-        );
-        let old = changelog_state(&broker);
+        let old = caught_up_by_a_first_member(&broker, first.path(), logs.path());
         // The topic deleted and made again, longer, from another first day: the old snapshots'
         // offsets all lie within the new partitions, so only the topic they count tells them
         // apart.
