@@ -128,14 +128,14 @@ fn a_consumer_killed_mid_catch_up_ends_identical_to_one_uninterrupted_run() {
             || consumer.printed().contains(HELD) || offsets(interrupted.path()) == ends,
         );
         consumer.kill();
-        // Some partition's file moved on, but not to its end: killed in the middle of it.
+        // Files moved on, but not all to their ends: killed in the middle of it. (The held
+        // save stops one partition; the others may reach their ends before the kill.)
         let after = offsets(interrupted.path());
         println!(
             "round {round}: offsets {before:?} before, {after:?} after the kill, ends {ends:?}"
         );
         assert!(
-            ends.iter()
-                .any(|(p, end)| before[p] < after[p] && after[p] < *end),
+            after != before && ends.iter().any(|(p, end)| after[p] < *end),
             "round {round}: the kill did not land mid-catch-up: offsets {before:?} before, {after:?} after, ends {ends:?}"
         );
     }

@@ -482,7 +482,7 @@ fn kafka_secure_starts_once_with_its_files_and_kafkas_own_tools_find_least_privi
             TOPIC,
             "--from-beginning",
             "--timeout-ms",
-            "10000",
+            "30000",
         ]),
         GUARD,
     );
@@ -648,7 +648,7 @@ fn the_whole_pipeline_runs_over_sasl_ssl_with_scram_sha_512() {
         );
     }
     serve.interrupt();
-    let _ = serve.try_wait();
+    serve.wait_ok("weather serve to stop on Ctrl-C");
     secrets.assert_absent("weather serve", &serve.printed());
     secrets.assert_absent("the broker's log", &broker.log());
 }

@@ -124,6 +124,20 @@ impl Growth {
             total
         })
     }
+
+    /// Records in the topic once two counts half a second apart agree: a producer killed
+    /// with requests on the wire may still have them appended after it died.
+    pub fn settled(&self) -> i64 {
+        let mut last = self.records();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let now = self.records();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
 }
 
 /// All dates in the topic, sorted, with duplicates kept.
