@@ -586,7 +586,7 @@ fn output_text(output: &Output) -> String {
 }
 
 #[test]
-fn make_up_and_down_drive_compose_with_the_matching_file() {
+fn make_up_status_and_down_drive_compose_with_the_matching_file() {
     for (path, broker) in FILES {
         let bin = fake_docker("");
         let up = make(bin.path(), "up", broker);
@@ -594,6 +594,12 @@ fn make_up_and_down_drive_compose_with_the_matching_file() {
             up.status.success(),
             "make up BROKER={broker}: {}",
             output_text(&up)
+        );
+        let status = make(bin.path(), "status", broker);
+        assert!(
+            status.status.success(),
+            "make status BROKER={broker}: {}",
+            output_text(&status)
         );
         let down = make(bin.path(), "down", broker);
         assert!(
@@ -614,6 +620,7 @@ fn make_up_and_down_drive_compose_with_the_matching_file() {
             calls,
             [
                 format!("compose -f {path} up --detach --wait {}", names.join(" ")),
+                format!("compose -f {path} ps {}", names.join(" ")),
                 format!("compose -f {path} down"),
             ],
             "BROKER={broker}"

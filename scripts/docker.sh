@@ -2,6 +2,7 @@
 # Apache Kafka in Docker, for `make up BROKER=docker|docker-cluster` and `make down BROKER=...`.
 #   scripts/docker.sh up docker|docker-cluster    start Kafka (one node, or three) and wait until healthy
 #   scripts/docker.sh down docker|docker-cluster  stop and remove its containers; the data volumes stay
+#   scripts/docker.sh status docker|docker-cluster  list its broker containers and their health
 # The whole pipeline in containers: docker compose -f docker/compose.yml up --build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ case "${2:-}" in
   docker) file=docker/compose.yml; brokers=(kafka); hosts=127.0.0.1:9092 ;;
   docker-cluster) file=docker/compose.cluster.yml; brokers=(kafka-1 kafka-2 kafka-3)
     hosts=127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096 ;;
-  *) fail "BROKER=${2:-} is not known: use BROKER=embedded (the default), kafka, kafka-cluster, docker or docker-cluster" ;;
+  *) fail "BROKER=${2:-} is not known: use BROKER=embedded (the default), kafka, kafka-cluster, kafka-secure, docker or docker-cluster" ;;
 esac
 
 command -v docker >/dev/null ||
@@ -33,5 +34,6 @@ case "${1:-}" in
     compose down
     say "Kafka stopped (data kept in the compose volumes; \`docker compose -f $file down -v\` drops them)"
     ;;
-  *) fail "usage: scripts/docker.sh up|down docker|docker-cluster" ;;
+  status) compose ps "${brokers[@]}" ;;
+  *) fail "usage: scripts/docker.sh up|down|status docker|docker-cluster" ;;
 esac
