@@ -345,14 +345,20 @@ ensure_acls() {
     ACL_SUMMARY="all $(wc -l <<<"$ACLS") ACLs in place, none added"
     return
   fi
-  while read -r principal operation type name; do
-    # AclCommand names operations in camel case: DESCRIBE_CONFIGS is DescribeConfigs.
-    if ! acl_command --add --allow-principal "$principal" \
-        --operation "$(sed -E 's/(^|_)([A-Z])([A-Z]*)/\2\L\3/g' <<<"$operation")" \
+  # One AclCommand (one JVM) a principal and resource, with all its missing operations.
+  local operations flags
+  while read -r principal type name operations; do
+    flags=()
+    for operation in $operations; do
+      # AclCommand names operations in camel case: DESCRIBE_CONFIGS is DescribeConfigs.
+      flags+=(--operation "$(sed -E 's/(^|_)([A-Z])([A-Z]*)/\2\L\3/g' <<<"$operation")")
+    done
+    if ! acl_command --add --allow-principal "$principal" "${flags[@]}" \
         "--${type,,}" "$name" >"$log" 2>&1; then
-      fail "adding the ACL $principal $operation on ${type,,} $name failed: $(head -n 1 "$log")"
+      fail "adding the ACLs $principal $operations on ${type,,} $name failed: $(head -n 1 "$log")"
     fi
-  done <<<"$missing"
+  done < <(awk '{ key = $1 " " $3 " " $4; ops[key] = ops[key] " " $2 }
+    END { for (key in ops) print key ops[key] }' <<<"$missing")
   rm -f "$log"
   ACL_SUMMARY="added $(wc -l <<<"$missing") of $(wc -l <<<"$ACLS") ACLs"
 }

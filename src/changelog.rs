@@ -30,7 +30,7 @@ use tracing::{debug, info};
 use crate::checkpoint::{Checkpoint, TopicIdentity, TopicInstance, Unusable};
 use crate::kafka::idempotent::{BatchOptions, IdempotentProducer, Outgoing, SendError};
 use crate::kafka::metadata::TopicInfo;
-use crate::kafka::{Cluster, KafkaError, admin};
+use crate::kafka::{Cluster, KafkaError, Partition, admin};
 
 /// The envelope's format.
 pub const FORMAT: u32 = 1;
@@ -257,12 +257,11 @@ impl Changelog {
     ) -> Result<(), ChangelogError> {
         let partition = checkpoint.partition;
         let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let record = Outgoing {
-            key: Bytes::from(partition.to_string()),
-            value: Bytes::from(encode(checkpoint, topic)),
-            timestamp_ms: now_ms(),
+        let record = Outgoing::now(
+            Bytes::from(partition.to_string()),
+            Bytes::from(encode(checkpoint, topic)),
             id,
-        };
+        );
         let failed = |source| ChangelogError::Write {
             topic: self.topic.clone(),
             partition,
@@ -285,12 +284,6 @@ impl Changelog {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// What a changelog partition holds for one source partition.
 #[derive(Debug, Default, PartialEq)]
 pub struct Restored {
@@ -298,8 +291,6 @@ pub struct Restored {
     pub checkpoint: Option<Checkpoint>,
     /// Snapshots read that count another topic (or this name's topic before it was recreated).
     pub other_topic: u64,
-    /// Records read that are not snapshots of this partition.
-    pub unreadable: u64,
 }
 
 /// The newest snapshot of `topic`'s partition `partition` in its changelog, read back from the
@@ -311,18 +302,30 @@ pub async fn newest(
     partition: i32,
 ) -> Result<Restored, KafkaError> {
     let changelog = topic_for(&topic.name);
-    let mut restored = Restored::default();
-    if cluster
-        .partition_count(&changelog)
-        .await?
-        .is_none_or(|n| n <= partition)
-    {
-        return Ok(restored);
+    let count = cluster.partition_count(&changelog).await?;
+    if count.is_none_or(|n| n <= partition) {
+        return Ok(Restored::default());
     }
-    let reader = cluster.partition(&changelog, partition).await?;
+    newest_in(
+        &cluster.partition(&changelog, partition).await?,
+        topic,
+        partition,
+    )
+    .await
+}
+
+/// `newest`, read from `reader`, the changelog partition that holds `partition`'s snapshots.
+async fn newest_in(
+    reader: &Partition,
+    topic: &TopicIdentity,
+    partition: i32,
+) -> Result<Restored, KafkaError> {
+    let changelog = topic_for(&topic.name);
+    let mut restored = Restored::default();
     let (earliest, end) = reader.offsets().await?;
     let mut from = end;
     let mut window = FIRST_WINDOW;
+    let key = partition.to_string();
     while from > earliest && restored.checkpoint.is_none() {
         let to = from;
         from = (to - window).max(earliest);
@@ -330,7 +333,7 @@ pub async fn newest(
         reader
             .scan(from, to, |record| {
                 let snapshot = record.value.as_deref().map(decode);
-                let key_ok = record.key.as_deref() == Some(partition.to_string().as_bytes());
+                let key_ok = record.key.as_deref() == Some(key.as_bytes());
                 match snapshot {
                     Some(Ok(c)) if key_ok && c.partition == partition => {
                         if c.topic.as_ref() != Some(topic) {
@@ -351,7 +354,6 @@ pub async fn newest(
                             record.offset,
                             other.map(|r| r.err())
                         );
-                        restored.unreadable += 1;
                     }
                 }
             })
@@ -366,6 +368,16 @@ pub async fn read_all(
     cluster: &Cluster,
     source: &str,
 ) -> Result<(TopicIdentity, Vec<Checkpoint>), ChangelogError> {
+    read_all_with(cluster, source, &mut Vec::new()).await
+}
+
+/// `read_all` through `readers`, the changelog's partitions as the last call left them: a
+/// caller that reads again and again (the dashboard, every second) keeps its connections.
+pub async fn read_all_with(
+    cluster: &Cluster,
+    source: &str,
+    readers: &mut Vec<Partition>,
+) -> Result<(TopicIdentity, Vec<Checkpoint>), ChangelogError> {
     let no_topic = || ChangelogError::NoTopic {
         topic: source.into(),
         changelog: topic_for(source),
@@ -373,9 +385,19 @@ pub async fn read_all(
     };
     let info = cluster.describe(source).await?.ok_or_else(no_topic)?;
     let topic = TopicIdentity::of(source, &info);
+    let changelog = topic_for(source);
+    // Each snapshot lies in the changelog partition of its source partition's number.
+    let kept = cluster.partition_count(&changelog).await?.unwrap_or(0);
+    let wanted = (info.partitions.len() as i32).min(kept);
+    if readers.len() != wanted as usize {
+        readers.clear();
+        for partition in 0..wanted {
+            readers.push(cluster.partition(&changelog, partition).await?);
+        }
+    }
     let mut all = Vec::new();
-    for partition in 0..info.partitions.len() as i32 {
-        if let Some(checkpoint) = newest(cluster, &topic, partition).await?.checkpoint {
+    for (partition, reader) in (0..).zip(readers.iter()) {
+        if let Some(checkpoint) = newest_in(reader, &topic, partition).await?.checkpoint {
             all.push(checkpoint);
         }
     }

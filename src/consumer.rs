@@ -21,6 +21,7 @@ use crate::changelog::{self, Changelog, ChangelogError};
 use crate::checkpoint::{self, Checkpoint, CheckpointError, Durability, OwnedFile, TopicIdentity};
 use crate::kafka::backoff::Backoff;
 use crate::kafka::group::{self, GroupError, GroupOptions};
+use crate::kafka::metadata::TopicInfo;
 use crate::kafka::outage::OutageWatch;
 use crate::kafka::security::Operation;
 use crate::kafka::{Cluster, KafkaError, Partition, is_offset_out_of_range};
@@ -134,7 +135,7 @@ pub async fn run(
     options: &ConsumeOptions,
     shutdown: &Shutdown,
 ) -> Result<Vec<PartitionSummary>, ConsumeError> {
-    let count = prepare(cluster, options).await?;
+    let count = prepare(cluster, options).await?.partitions.len() as i32;
     if let Some(&partition) = options.partitions.iter().find(|p| **p >= count) {
         return Err(ConsumeError::NoSuchPartition {
             topic: options.topic.clone(),
@@ -175,8 +176,7 @@ pub async fn run_group(
     group: &GroupOptions,
     shutdown: &Shutdown,
 ) -> Result<(), ConsumeError> {
-    prepare(cluster, options).await?;
-    let info = cluster.require_described(&options.topic).await?;
+    let info = prepare(cluster, options).await?;
     let changelog = Changelog::open(cluster, &options.topic, &info).await?;
     let changelog = &changelog;
     let watch = OutageWatch::new("reading");
@@ -225,20 +225,18 @@ pub async fn run_group(
 
 /// Checks the topic exists and makes the state folder, or checks it lets files be replaced
 /// (a save that cannot happen would otherwise surface only after the first fetch); returns
-/// the partition count.
-async fn prepare(cluster: &Cluster, options: &ConsumeOptions) -> Result<i32, ConsumeError> {
+/// what the cluster says of the topic.
+async fn prepare(cluster: &Cluster, options: &ConsumeOptions) -> Result<TopicInfo, ConsumeError> {
     // READ first: without it nothing below could be used, and no file is touched.
-    let count = cluster
+    let info = cluster
         .require_allowed(&options.topic, Operation::Read)
-        .await?
-        .partitions
-        .len() as i32;
+        .await?;
     std::fs::create_dir_all(&options.state_dir).map_err(|source| ConsumeError::StateDir {
         path: options.state_dir.clone(),
         source,
     })?;
     checkpoint::check_writable(&options.state_dir)?;
-    Ok(count)
+    Ok(info)
 }
 
 /// How a consumer takes its partitions' locks.
@@ -380,21 +378,24 @@ async fn starting_point(
     let id = partition.id();
     let mut notes = Vec::new();
     // With --reset-state the file is set aside, once every partition has passed its checks.
-    let loaded = match (reset, file.load()) {
-        (true, _) => None,
-        (false, Ok(loaded)) => loaded,
-        // A cache of what the changelog holds, saved without fsync: a power cut may have torn
-        // it. It is set aside, never overwritten, and the changelog's snapshot is used.
-        (false, Err(CheckpointError::Corrupt { reason, .. })) if restoring.is_some() => {
-            let aside = file.set_aside()?;
-            notes.push(format!(
-                "partition {id}: {} is not a valid partition file ({reason}); set aside as {}, restoring from the changelog",
-                file.path().display(),
-                aside.map_or_else(|| "nothing".into(), |p| p.display().to_string())
-            ));
-            None
+    let loaded = if reset {
+        None
+    } else {
+        match file.load() {
+            Ok(loaded) => loaded,
+            // A cache of what the changelog holds, saved without fsync: a power cut may have
+            // torn it. It is set aside, never overwritten, and the changelog's snapshot is used.
+            Err(CheckpointError::Corrupt { reason, .. }) if restoring.is_some() => {
+                let aside = file.set_aside()?;
+                notes.push(format!(
+                    "partition {id}: {} is not a valid partition file ({reason}); set aside as {}, restoring from the changelog",
+                    file.path().display(),
+                    aside.map_or_else(|| "nothing".into(), |p| p.display().to_string())
+                ));
+                None
+            }
+            Err(e) => return Err(e.into()),
         }
-        (false, Err(e)) => return Err(e.into()),
     };
     // Which topic first: a recreated topic's offsets may well lie beyond the file's, but the
     // topic is what the user has to decide about.

@@ -465,6 +465,7 @@ async fn watch_files(shared: Arc<Shared>) {
 async fn follow_broker(shared: Arc<Shared>) {
     let options = &shared.options;
     let mut handles: Vec<Partition> = Vec::new();
+    let mut snapshot_readers: Vec<Partition> = Vec::new();
     let mut cluster: Option<Cluster> = None;
     loop {
         let view = match &cluster {
@@ -493,11 +494,18 @@ async fn follow_broker(shared: Arc<Shared>) {
                     Err(_) => BrokerView::Unreachable("no answer in time".into()),
                 };
                 if options.from_kafka && matches!(view, BrokerView::Ends(_)) {
-                    let read = crate::changelog::read_all(c, &options.topic);
+                    let read =
+                        crate::changelog::read_all_with(c, &options.topic, &mut snapshot_readers);
                     match tokio::time::timeout(BROKER_DEADLINE, read).await {
                         Ok(Ok((_, all))) => follow_snapshots(&shared, all),
-                        Ok(Err(e)) => warn!("reading the changelog: {e}"),
-                        Err(_) => warn!("reading the changelog: no answer in time"),
+                        Ok(Err(e)) => {
+                            snapshot_readers.clear();
+                            warn!("reading the changelog: {e}")
+                        }
+                        Err(_) => {
+                            snapshot_readers.clear();
+                            warn!("reading the changelog: no answer in time")
+                        }
                     }
                 }
                 view
@@ -506,6 +514,7 @@ async fn follow_broker(shared: Arc<Shared>) {
         if matches!(view, BrokerView::Unreachable(_)) {
             cluster = None;
             handles.clear();
+            snapshot_readers.clear();
         }
         let before = std::mem::replace(
             &mut *shared

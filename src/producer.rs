@@ -90,11 +90,12 @@ pub async fn run(
     if options.reset {
         cluster.delete_topic(topic).await?;
     }
-    let partition_count = cluster
+    let info = cluster
         .ensure_topic(topic, options.partitions, options.replication_factor)
         .await?;
     // WRITE before anything is read or said: without it, the refusal is the only line.
-    cluster.require_allowed(topic, Operation::Write).await?;
+    cluster.check_allowed(topic, &info, Operation::Write)?;
+    let partition_count = info.partitions.len() as i32;
     let mut partitions = Vec::with_capacity(partition_count as usize);
     for id in 0..partition_count {
         partitions.push(cluster.partition(topic, id).await?);
@@ -223,12 +224,11 @@ async fn generate(
                 _ = shutdown.requested() => break,
             }
         }
-        let record = Outgoing {
-            key: Bytes::from_static(key.as_bytes()),
-            value: prost::Message::encode_to_vec(&weather.report(date)).into(),
-            timestamp_ms: now_millis(),
-            id: date.to_julian_day().into(),
-        };
+        let record = Outgoing::now(
+            Bytes::from_static(key.as_bytes()),
+            prost::Message::encode_to_vec(&weather.report(date)).into(),
+            date.to_julian_day().into(),
+        );
         // A stopped sender's own error comes from `close`, which the caller reads next. A
         // full queue (the broker is away) must not keep a stop waiting.
         let sent = tokio::select! {
@@ -291,12 +291,6 @@ impl Iterator for Plan<'_> {
         }
         None
     }
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Progress while the producer runs: a live line on a terminal, a log line every few seconds

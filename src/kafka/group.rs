@@ -35,9 +35,9 @@ use tracing::{debug, info, warn};
 
 use super::assignor::{self, Assignor, Subscriber};
 use super::backoff::Backoff;
-use super::security::{Denied, Operation, Resource};
+use super::security::{Operation, Resource};
 use super::wire::{Connection, WireError};
-use super::{Cluster, KafkaError};
+use super::{Cluster, ClusterView, KafkaError};
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, Clone)]
@@ -161,7 +161,7 @@ pub async fn run<E: From<GroupError>>(
 ) -> Result<(), E> {
     let mut member = tokio::select! {
         connection = find_coordinator(cluster, options) => {
-            Member::new(connection?, options, cluster.view().security().principal())
+            Member::new(connection?, options, cluster.view().clone())
         }
         _ = shutdown.requested() => return Ok(()),
     };
@@ -272,8 +272,8 @@ pub async fn run<E: From<GroupError>>(
 struct Member {
     connection: Connection,
     options: GroupOptions,
-    /// Who we are to the cluster's authorizer, for the line that says what it refused.
-    principal: String,
+    /// The cluster as we connect to it, for the line that says what its authorizer refused.
+    view: Arc<ClusterView>,
     member_id: String,
     generation: i32,
     /// As leader: the partition count of our topic the current assignment was made for
@@ -294,11 +294,11 @@ const OFFSET_COMMIT: std::ops::RangeInclusive<i16> = 2..=8;
 const JOIN_ATTEMPTS: u32 = 50;
 
 impl Member {
-    fn new(connection: Connection, options: &GroupOptions, principal: String) -> Self {
+    fn new(connection: Connection, options: &GroupOptions, view: Arc<ClusterView>) -> Self {
         Self {
             connection,
             options: options.clone(),
-            principal,
+            view,
             member_id: String::new(),
             generation: -1,
             led_for: None,
@@ -358,12 +358,8 @@ impl Member {
             let beat = async {
                 if lost.is_some() {
                     self.connection = find_coordinator_once(cluster, &self.options).await?;
-                } else if self.connection.expiring() {
-                    debug!(
-                        "group {}: SASL session with the coordinator near its end; opening a new connection",
-                        self.options.group
-                    );
-                    self.connection = find_coordinator_once(cluster, &self.options).await?;
+                } else {
+                    self.renew_if_expiring(cluster).await?;
                 }
                 self.commit(positions, last_committed).await;
                 self.heartbeat().await
@@ -415,6 +411,14 @@ impl Member {
         cluster: &Cluster,
     ) -> Result<(Vec<i32>, BTreeMap<i32, i64>), GroupError> {
         // A rejoin may come long after the last heartbeat replaced the connection.
+        self.renew_if_expiring(cluster).await?;
+        let partitions = self.join(cluster).await?;
+        let committed = self.committed(&partitions).await?;
+        Ok((partitions, committed))
+    }
+
+    /// Replaces the coordinator connection before its SASL session ends (KIP-368).
+    async fn renew_if_expiring(&mut self, cluster: &Cluster) -> Result<(), GroupError> {
         if self.connection.expiring() {
             debug!(
                 "group {}: SASL session with the coordinator near its end; opening a new connection",
@@ -422,9 +426,7 @@ impl Member {
             );
             self.connection = find_coordinator_once(cluster, &self.options).await?;
         }
-        let partitions = self.join(cluster).await?;
-        let committed = self.committed(&partitions).await?;
-        Ok((partitions, committed))
+        Ok(())
     }
 
     /// Joins (or rejoins) and syncs until the group settles; returns this member's partitions.
@@ -730,7 +732,7 @@ impl Member {
     }
 
     fn refusal(&self, action: &'static str, error: ResponseError) -> GroupError {
-        refusal(&self.principal, &self.options, action, error)
+        refusal(&self.view, &self.options, action, error)
     }
 
     fn protocol(&self, what: &str, reason: String) -> GroupError {
@@ -803,8 +805,7 @@ async fn coordinator_via(
         .with_key_type(0);
     let response = bootstrap.request(request, FIND_COORDINATOR).await?;
     if let Some(error) = ResponseError::try_from_code(response.error_code) {
-        let principal = view.security().principal();
-        return Err(refusal(&principal, options, "FindCoordinator", error));
+        return Err(refusal(view, options, "FindCoordinator", error));
     }
     let coordinator = format!("{}:{}", response.host, response.port);
     debug!("group {}: coordinator is {coordinator}", options.group);
@@ -836,7 +837,7 @@ fn is_rebalance(error: ResponseError) -> bool {
 /// the group for every group request (it covers DESCRIBE, which FindCoordinator needs), READ
 /// on the topic for the offsets of its partitions.
 fn refusal(
-    principal: &str,
+    view: &ClusterView,
     options: &GroupOptions,
     action: &'static str,
     error: ResponseError,
@@ -852,12 +853,7 @@ fn refusal(
             };
         }
     };
-    GroupError::Kafka(KafkaError::Denied(Box::new(Denied::new(
-        principal,
-        Operation::Read,
-        resource,
-        error,
-    ))))
+    GroupError::Kafka(view.denied(Operation::Read, resource, error))
 }
 
 fn millis(duration: Duration) -> i32 {

@@ -94,6 +94,21 @@ pub struct Outgoing {
     pub id: i64,
 }
 
+impl Outgoing {
+    /// A record made now: its timestamp is the wall clock's.
+    pub fn now(key: Bytes, value: Bytes, id: i64) -> Outgoing {
+        let timestamp_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Outgoing {
+            key,
+            value,
+            timestamp_ms,
+            id,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error(transparent)]
@@ -257,15 +272,20 @@ impl IdempotentProducer {
         self.queues.len() as i32
     }
 
-    /// Queues a record for `partition`; waits while that partition's queue is full.
-    pub async fn send(&self, partition: i32, record: Outgoing) -> Result<(), SendError> {
-        let queue = usize::try_from(partition)
+    /// `partition`'s place among the queues (and lanes), or the error naming how many there are.
+    fn index(&self, partition: i32) -> Result<usize, SendError> {
+        usize::try_from(partition)
             .ok()
-            .and_then(|p| self.queues.get(p))
+            .filter(|p| *p < self.queues.len())
             .ok_or(SendError::NoSuchPartition {
                 partition,
                 partitions: self.queues.len(),
-            })?;
+            })
+    }
+
+    /// Queues a record for `partition`; waits while that partition's queue is full.
+    pub async fn send(&self, partition: i32, record: Outgoing) -> Result<(), SendError> {
+        let queue = &self.queues[self.index(partition)?];
         // A closed queue means the task ended with an error; `close` returns it.
         queue
             .send(record)
@@ -285,16 +305,7 @@ impl IdempotentProducer {
     /// reason the partition's sender stopped, if it stopped before that.
     pub async fn acknowledged(&self, partition: i32, id: i64) -> Result<(), Arc<SendError>> {
         let stopped = || Arc::new(SendError::Stopped { partition });
-        let mut lane = usize::try_from(partition)
-            .ok()
-            .and_then(|p| self.lanes.get(p))
-            .ok_or_else(|| {
-                Arc::new(SendError::NoSuchPartition {
-                    partition,
-                    partitions: self.lanes.len(),
-                })
-            })?
-            .clone();
+        let mut lane = self.lanes[self.index(partition).map_err(Arc::new)?].clone();
         // Looks at the value there is first, so an acknowledgement before a stop still counts.
         let reached = lane.wait_for(|l| l.acked >= id || l.ended.is_some()).await;
         match reached {

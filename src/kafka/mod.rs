@@ -354,18 +354,17 @@ impl Cluster {
     }
 
     /// Creates `topic` unless it exists, with the `min.insync.replicas` its replication factor
-    /// calls for (`admin::min_insync_replicas`); returns its partition count either way.
+    /// calls for (`admin::min_insync_replicas`); returns what the cluster says of it either way.
     pub async fn ensure_topic(
         &self,
         topic: &str,
         partitions: i32,
         replication_factor: i16,
-    ) -> Result<i32, KafkaError> {
-        if let Some(existing) = self.partition_count(topic).await? {
-            if existing != partitions {
-                warn!(
-                    "topic {topic} has {existing} partitions, not {partitions}; using it as it is"
-                );
+    ) -> Result<TopicInfo, KafkaError> {
+        if let Some(existing) = self.describe(topic).await? {
+            let count = existing.partitions.len() as i32;
+            if count != partitions {
+                warn!("topic {topic} has {count} partitions, not {partitions}; using it as it is");
             }
             return Ok(existing);
         }
@@ -383,7 +382,6 @@ impl Cluster {
         // the broker lists it (`admin::wait_until_listed`).
         admin::wait_until_listed(&self.view, topic)
             .await?
-            .map(|t| t.partitions.len() as i32)
             .ok_or_else(|| KafkaError::NoTopic {
                 topic: topic.into(),
                 brokers: self.brokers.clone(),

@@ -285,6 +285,7 @@ impl Connection {
     }
 
     /// True when this connection can take new requests: not closed, not expiring.
+    #[cfg(test)]
     pub fn usable(&self) -> bool {
         !self.closed.load(Ordering::Relaxed) && !self.expiring()
     }

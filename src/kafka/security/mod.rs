@@ -261,6 +261,15 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
 ];
 
+/// The line for `entry`'s value that cannot be used, and why (`reason` follows the key).
+fn bad(entry: &Entry, reason: impl Into<String>) -> SecurityError {
+    SecurityError::Bad {
+        origin: entry.origin.clone(),
+        key: entry.key.clone(),
+        reason: reason.into(),
+    }
+}
+
 /// A configuration that cannot be used: one line naming the key, where it was set, and what
 /// to do. Never the value of a key that may hold a password.
 #[derive(Debug, thiserror::Error)]
@@ -303,14 +312,6 @@ impl Settings {
             .map(|e| (e.value.expose().trim().to_string(), e))
     }
 
-    fn bad(entry: &Entry, reason: impl Into<String>) -> SecurityError {
-        SecurityError::Bad {
-            origin: entry.origin.clone(),
-            key: entry.key.clone(),
-            reason: reason.into(),
-        }
-    }
-
     /// Where a missing key could be set, for the line that says it is missing.
     fn where_to_set(&self, key: &str) -> String {
         match &self.file {
@@ -322,7 +323,7 @@ impl Settings {
     fn resolve(self) -> Result<Security, SecurityError> {
         for (key, reason) in UNSUPPORTED {
             if let Some(entry) = self.get(key) {
-                return Err(Self::bad(entry, *reason));
+                return Err(bad(entry, *reason));
             }
         }
         let unused: Vec<&str> = self
@@ -342,7 +343,7 @@ impl Settings {
                 .find(|(name, _)| name.eq_ignore_ascii_case(&value))
                 .map(|(_, p)| *p)
                 .ok_or_else(|| {
-                    Self::bad(
+                    bad(
                         entry,
                         format!("={value} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
                     )
@@ -383,7 +384,7 @@ impl Settings {
             .find(|(name, _)| name.eq_ignore_ascii_case(&value))
             .map(|(_, m)| *m)
             .ok_or_else(|| {
-                Self::bad(
+                bad(
                     entry,
                     format!("={value} is not supported: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
                 )
@@ -393,13 +394,13 @@ impl Settings {
         let mut jaas_options = BTreeMap::new();
         if let Some(entry) = self.get(JAAS) {
             let jaas = properties::parse_jaas(entry.value.expose())
-                .map_err(|reason| Self::bad(entry, format!(" does not parse: {reason}")))?;
+                .map_err(|reason| bad(entry, format!(" does not parse: {reason}")))?;
             let expected = match mechanism {
                 Mechanism::Plain => properties::PLAIN_LOGIN_MODULE,
                 Mechanism::ScramSha256 | Mechanism::ScramSha512 => properties::SCRAM_LOGIN_MODULE,
             };
             if jaas.module != expected {
-                return Err(Self::bad(
+                return Err(bad(
                     entry,
                     format!(
                         " names login module {} but sasl.mechanism={} needs {expected}",
@@ -438,7 +439,7 @@ impl Settings {
         if username.is_empty() {
             let entry = self.get(USERNAME).or_else(|| self.get(JAAS));
             return Err(match entry {
-                Some(entry) => Self::bad(entry, " gives an empty user name"),
+                Some(entry) => bad(entry, " gives an empty user name"),
                 None => SecurityError::Missing {
                     what: "the SASL user name is empty".into(),
                     where_: self.where_to_set(USERNAME),
@@ -464,7 +465,7 @@ impl Settings {
                 } else if value.eq_ignore_ascii_case("https") {
                     true
                 } else {
-                    return Err(Self::bad(
+                    return Err(bad(
                         entry,
                         format!(
                             "={value} is not known: https (the default) checks host names, \
@@ -479,12 +480,10 @@ impl Settings {
             Some((value, entry)) => match value.to_ascii_lowercase().as_str() {
                 "true" => true,
                 "false" => false,
-                _ => return Err(Self::bad(entry, format!("={value} is not true or false"))),
+                _ => return Err(bad(entry, format!("={value} is not true or false"))),
             },
         };
-        tls::Tls::new(trust, check_host, verify).map_err(|e| match e {
-            tls::TrustError::Read { entry, reason } => Self::bad(&entry, reason),
-        })
+        tls::Tls::new(trust, check_host, verify)
     }
 
     /// Which certificates to trust: a PEM file (`ssl.ca.location`, or a PEM truststore), PEM
@@ -497,7 +496,7 @@ impl Settings {
         if let Some((kind, entry)) = &store_type
             && !kind.eq_ignore_ascii_case("PEM")
         {
-            return Err(Self::bad(
+            return Err(bad(
                 entry,
                 format!(
                     "={kind}: only PEM truststores can be read here; set ssl.truststore.type=PEM \

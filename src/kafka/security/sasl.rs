@@ -95,7 +95,6 @@ pub async fn authenticate(
     let mut session = SASLClient::new(config)
         .start_suggested(&[name])
         .map_err(|e| failed(None, format!("cannot start {mechanism} ({e})")))?;
-    let versions = AUTHENTICATE_VERSIONS;
     let mut received: Option<Bytes> = None;
     let mut lifetime = None;
     loop {
@@ -109,7 +108,7 @@ pub async fn authenticate(
             let response = connection
                 .request(
                     SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message)),
-                    versions.clone(),
+                    AUTHENTICATE_VERSIONS,
                 )
                 .await?;
             if let Some(error) = response.error_code.err() {

@@ -21,6 +21,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use tracing::warn;
 
 use super::properties::Entry;
+use super::{SecurityError, bad};
 
 /// Where the trusted certificates come from.
 #[derive(Debug, Clone)]
@@ -48,12 +49,6 @@ impl fmt::Display for Trust {
     }
 }
 
-/// The certificates could not be read: which setting, and why.
-#[derive(Debug)]
-pub enum TrustError {
-    Read { entry: Entry, reason: String },
-}
-
 /// The TLS side of `Security`: one rustls configuration for rskafka and the wire layer.
 #[derive(Clone)]
 pub struct Tls {
@@ -79,19 +74,19 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 impl Tls {
-    pub fn new(trust: Trust, check_host: bool, verify: bool) -> Result<Self, TrustError> {
+    pub fn new(trust: Trust, check_host: bool, verify: bool) -> Result<Self, SecurityError> {
         let provider = provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TrustError::Read {
-                entry: Entry {
+            .map_err(|e| {
+                let library = Entry {
                     key: "ssl".into(),
                     value: Default::default(),
                     origin: super::properties::Origin::Env {
                         name: "(the TLS library)".into(),
                     },
-                },
-                reason: format!(": {e}"),
+                };
+                bad(&library, format!(": {e}"))
             })?;
         let config = if !verify {
             // Loud every time, so it is never left on by accident.
@@ -111,10 +106,7 @@ impl Tls {
                 warn_once_no_host_check();
                 let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
                     .build()
-                    .map_err(|e| TrustError::Read {
-                        entry: trust_entry(&trust),
-                        reason: format!(" cannot be used: {e}"),
-                    })?;
+                    .map_err(|e| bad(&trust_entry(&trust), format!(" cannot be used: {e}")))?;
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(AnyHostName(inner)))
@@ -169,11 +161,7 @@ fn trust_entry(trust: &Trust) -> Entry {
     }
 }
 
-fn roots(trust: &Trust) -> Result<RootCertStore, TrustError> {
-    let bad = |entry: &Entry, reason: String| TrustError::Read {
-        entry: entry.clone(),
-        reason,
-    };
+fn roots(trust: &Trust) -> Result<RootCertStore, SecurityError> {
     let certificates: Vec<CertificateDer<'static>> = match trust {
         Trust::File(entry) | Trust::PemOnly(entry) => {
             let path = entry.value.expose().trim();
@@ -199,21 +187,21 @@ fn roots(trust: &Trust) -> Result<RootCertStore, TrustError> {
             let certificates = pem_certificates(entry.value.expose().as_bytes())
                 .map_err(|reason| bad(entry, format!(" {reason}")))?;
             if certificates.is_empty() {
-                return Err(bad(entry, " holds no PEM certificate".into()));
+                return Err(bad(entry, " holds no PEM certificate"));
             }
             certificates
         }
         Trust::System => {
             let found = rustls_native_certs::load_native_certs();
             if found.certs.is_empty() {
-                return Err(TrustError::Read {
-                    entry: trust_entry(trust),
-                    reason: format!(
+                return Err(bad(
+                    &trust_entry(trust),
+                    format!(
                         " is needed: no system CA certificates were found ({} errors); set it to \
                          the cluster's CA certificate (PEM)",
                         found.errors.len()
                     ),
-                });
+                ));
             }
             found.certs
         }
@@ -221,10 +209,10 @@ fn roots(trust: &Trust) -> Result<RootCertStore, TrustError> {
     let mut store = RootCertStore::empty();
     let (added, ignored) = store.add_parsable_certificates(certificates);
     if added == 0 {
-        return Err(TrustError::Read {
-            entry: trust_entry(trust),
-            reason: format!(" holds {ignored} certificate(s), none of them usable as a CA"),
-        });
+        return Err(bad(
+            &trust_entry(trust),
+            format!(" holds {ignored} certificate(s), none of them usable as a CA"),
+        ));
     }
     Ok(store)
 }

@@ -3,7 +3,6 @@
 //! exchange is tested against an independent implementation of the server's half, not against
 //! our own reading of the RFC).
 
-use std::io::Write;
 use std::net::TcpListener as StdListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,14 +57,15 @@ fn start(broker: Broker) -> u16 {
             let local = tokio::task::LocalSet::new();
             local
                 .run_until(async move {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(server_config());
                     loop {
                         let Ok((stream, _)) = listener.accept().await else {
                             return;
                         };
                         let broker = broker.clone();
+                        let acceptor = acceptor.clone();
                         tokio::task::spawn_local(async move {
                             if broker.tls {
-                                let acceptor = tokio_rustls::TlsAcceptor::from(server_config());
                                 if let Ok(stream) = acceptor.accept(stream).await {
                                     serve(stream, &broker).await;
                                 }
@@ -259,8 +259,7 @@ async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, body: BytesMut) -> s
 }
 
 fn ca(pem: &str) -> (Trust, tempfile::NamedTempFile) {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    file.write_all(pem.as_bytes()).unwrap();
+    let file = super::tests::file(pem);
     let entry = Entry {
         key: "ssl.ca.location".into(),
         value: Secret::new(file.path().display().to_string()),
@@ -287,12 +286,12 @@ fn security(
         }),
         tls: protocol
             .uses_tls()
-            .then(|| Tls::new(trust, true, true).map_err(|_| ()).unwrap()),
+            .then(|| Tls::new(trust, true, true).unwrap()),
     };
     (security, file)
 }
 
-const CA: &str = include_str!("testdata/ca.pem");
+use super::tests::CA_PEM as CA;
 const OTHER_CA: &str = include_str!("testdata/other-ca.pem");
 
 fn scram_broker(tls: bool, lifetime_ms: i64) -> u16 {
@@ -430,7 +429,7 @@ async fn tls_failures_are_one_line_each_and_final() {
     let unchecked = Security {
         protocol: Protocol::Ssl,
         sasl: None,
-        tls: Some(Tls::new(trust, false, true).map_err(|_| ()).unwrap()),
+        tls: Some(Tls::new(trust, false, true).unwrap()),
     };
     Connection::open_with(&format!("localhost:{port}"), &unchecked)
         .await
