@@ -14,13 +14,16 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::exactly_once::{assert_checkpoints_exact, assert_topic_holds_each_day_once};
+use support::exactly_once::{
+    assert_checkpoints_exact, assert_topic_holds_each_day_once, checkpoints_exact_in,
+};
 use support::topic::ends;
 use support::{Broker, GUARD, KillOnDrop, Logged, http_get, run_ok, wait_for, with_cluster};
 use time::Date;
 use time::macros::date;
 use weather_stream::changelog::{self, Changelog};
 use weather_stream::checkpoint::{self, Checkpoint, PartitionFile, TopicIdentity};
+use weather_stream::kafka::Cluster;
 
 const TOPIC: &str = "temperatures";
 const CHANGELOG: &str = "temperatures.stats";
@@ -41,6 +44,31 @@ fn changelog_state(broker: &Broker) -> Vec<Checkpoint> {
     })
 }
 
+/// [`changelog_state`] over one connection, for the waits that poll it. Made after any broker
+/// restart or node kill it must see past.
+struct ChangelogWatch {
+    runtime: tokio::runtime::Runtime,
+    cluster: Cluster,
+}
+
+impl ChangelogWatch {
+    fn new(broker: &Broker) -> ChangelogWatch {
+        let runtime = support::runtime();
+        let cluster = runtime.block_on(broker.connect());
+        ChangelogWatch { runtime, cluster }
+    }
+
+    /// The merged state now.
+    fn state(&self) -> Vec<Checkpoint> {
+        self.runtime.block_on(async {
+            changelog::read_all(&self.cluster, TOPIC)
+                .await
+                .expect("read the changelog")
+                .1
+        })
+    }
+}
+
 /// Every snapshot in changelog partition `partition`, in the order written.
 fn all_snapshots(broker: &Broker, partition: i32) -> Vec<Checkpoint> {
     with_cluster(broker, async |cluster| {
@@ -57,18 +85,11 @@ fn all_snapshots(broker: &Broker, partition: i32) -> Vec<Checkpoint> {
     })
 }
 
-/// The source topic as the cluster describes it now.
-fn identity(broker: &Broker) -> TopicIdentity {
-    with_cluster(broker, async |cluster| {
-        TopicIdentity::of(TOPIC, &cluster.require_described(TOPIC).await.unwrap())
-    })
-}
-
 /// Writes `snapshots` to the changelog with the library's own writer, as a member would.
 fn write_snapshots(broker: &Broker, snapshots: &[Checkpoint]) {
-    let topic = identity(broker);
     with_cluster(broker, async |cluster| {
         let info = cluster.require_described(TOPIC).await.unwrap();
+        let topic = TopicIdentity::of(TOPIC, &info);
         let writer = Changelog::open(cluster, TOPIC, &info).await.unwrap();
         for s in snapshots {
             writer.write(s, &topic).await.unwrap();
@@ -83,7 +104,7 @@ fn delete_changelog(broker: &Broker) {
 }
 
 /// `weather consume --group stats` with its own state folder: a machine of its own.
-fn member(broker: &Broker, dir: &Path, log: &Path, fetch_bytes: Option<&str>) -> Logged {
+fn member(broker: &Broker, dir: &Path, log: &Path) -> Logged {
     let mut command = broker.weather();
     command
         .args([
@@ -95,9 +116,6 @@ fn member(broker: &Broker, dir: &Path, log: &Path, fetch_bytes: Option<&str>) ->
         ])
         .arg("--state-dir")
         .arg(dir);
-    if let Some(bytes) = fetch_bytes {
-        command.args(["--fetch-bytes", bytes]);
-    }
     Logged::spawn(&mut command, log.to_path_buf())
 }
 
@@ -106,9 +124,11 @@ fn member(broker: &Broker, dir: &Path, log: &Path, fetch_bytes: Option<&str>) ->
 fn wait_for_changelog_at_ends(broker: &Broker, what: &str, members: &[&Logged]) {
     let mut ends = ends(&broker.cluster());
     ends.retain(|_, end| *end > 0);
+    let watch = ChangelogWatch::new(broker);
     let started = std::time::Instant::now();
     loop {
-        let state: std::collections::BTreeMap<i32, i64> = changelog_state(broker)
+        let state: std::collections::BTreeMap<i32, i64> = watch
+            .state()
             .iter()
             .map(|c| (c.partition, c.offset))
             .collect();
@@ -132,6 +152,32 @@ fn stop(mut m: Logged, what: &str) {
     m.wait_ok(what);
 }
 
+/// A member in `dir` until the changelog has every partition at its end (`waiting_for`), then
+/// stopped (`name`): what it logged.
+fn member_until_changelog_at_ends(
+    broker: &Broker,
+    dir: &Path,
+    log: &Path,
+    waiting_for: &str,
+    name: &str,
+) -> String {
+    let m = member(broker, dir, log);
+    wait_for_changelog_at_ends(broker, waiting_for, &[&m]);
+    stop(m, name);
+    std::fs::read_to_string(log).unwrap()
+}
+
+/// A member in `dir` until it reads all four partitions, then stopped (`name`): what it
+/// logged.
+fn member_until_it_reads_all_four(broker: &Broker, dir: &Path, log: &Path, name: &str) -> String {
+    let m = member(broker, dir, log);
+    wait_for("the member to read all four partitions", GUARD, || {
+        support::reading_partitions(&m.printed()).is_some_and(|p| p.len() == 4)
+    });
+    stop(m, name);
+    std::fs::read_to_string(log).unwrap()
+}
+
 /// A first member, with its folder `dir`, catches up on `DAYS` days and stops: the
 /// changelog's state then.
 fn caught_up_by_a_first_member(broker: &Broker, dir: &Path, logs: &Path) -> Vec<Checkpoint> {
@@ -147,7 +193,7 @@ fn caught_up_by_a_first_member(broker: &Broker, dir: &Path, logs: &Path) -> Vec<
 /// snapshots or more. Returns the member, still running.
 fn catch_up_in_group(broker: &Broker, dir: &Path, log: &Path, days: u64) -> Logged {
     broker.produce(days / 6);
-    let m = member(broker, dir, log, None);
+    let m = member(broker, dir, log);
     wait_for_changelog_at_ends(broker, "one member to catch up", &[&m]);
     for _ in 1..6 {
         broker.produce(days / 6);
@@ -174,8 +220,8 @@ fn members_in_separate_folders_end_with_the_generators_counts_in_the_changelog()
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let logs = tempfile::tempdir().unwrap();
     let log = |i: usize| logs.path().join(format!("member-{i}.log"));
-    let a = member(&broker, dirs[0].path(), &log(0), None);
-    let mut b = member(&broker, dirs[1].path(), &log(1), None);
+    let a = member(&broker, dirs[0].path(), &log(0));
+    let mut b = member(&broker, dirs[1].path(), &log(1));
     wait_for("both members to read partitions", GUARD, || {
         let (pa, pb) = (
             support::reading_partitions(&a.printed()),
@@ -189,12 +235,14 @@ fn members_in_separate_folders_end_with_the_generators_counts_in_the_changelog()
     producer.args(["produce", "--count", "300", "--delay-ms", "5"]);
     let mut producer = KillOnDrop::spawn(producer.stdout(Stdio::null()).stderr(Stdio::null()));
     // Every partition has a snapshot before b dies, so whatever c is given, it restores.
+    let watch = ChangelogWatch::new(&broker);
     wait_for("a snapshot of every partition", GUARD, || {
-        let state = changelog_state(&broker);
+        let state = watch.state();
         state.len() == 4 && state.iter().all(|c| c.offset > 0)
     });
+    drop(watch);
     b.kill();
-    let c = member(&broker, dirs[2].path(), &log(2), None);
+    let c = member(&broker, dirs[2].path(), &log(2));
     assert!(producer.wait().unwrap().success());
     // a alone may bring every partition to its end before the group takes c in (Tansu holds
     // c's join until b's session has expired): c must still be given partitions.
@@ -220,9 +268,9 @@ fn members_in_separate_folders_end_with_the_generators_counts_in_the_changelog()
     stop(a, "member a");
     stop(c, "member c");
 
-    assert_topic_holds_each_day_once(&broker, FIRST, 700);
+    let topic = assert_topic_holds_each_day_once(&broker, FIRST, 700);
     let state = changelog_state(&broker);
-    assert_checkpoints_exact(&broker, &state, FIRST, 700);
+    checkpoints_exact_in(&topic, &state, FIRST, 700);
     // Every local file, on every machine, is a valid partition file that matches the topic
     // up to its own offset.
     for dir in &dirs {
@@ -337,13 +385,12 @@ fn a_zombies_late_lower_snapshot_does_not_hide_the_newest() {
     for l in &late {
         PartitionFile::new(dir.path(), l.partition).save(l).unwrap();
     }
-    let log = logs.path().join("second.log");
-    let m = member(&broker, dir.path(), &log, None);
-    wait_for("the member to read all four partitions", GUARD, || {
-        support::reading_partitions(&m.printed()).is_some_and(|p| p.len() == 4)
-    });
-    stop(m, "the second member");
-    let printed = std::fs::read_to_string(&log).unwrap();
+    let printed = member_until_it_reads_all_four(
+        &broker,
+        dir.path(),
+        &logs.path().join("second.log"),
+        "the second member",
+    );
     for (n, l) in newest.iter().zip(&late) {
         let (offset, from) = resumed(&printed, n.partition).expect(&printed);
         assert_eq!(offset, n.offset, "partition {}: {printed}", n.partition);
@@ -368,11 +415,13 @@ fn a_torn_local_file_is_set_aside_and_the_changelog_restores_it() {
     let torn = PartitionFile::new(dir.path(), 2);
     std::fs::write(torn.path(), b"{\"partition\": 0, \"off").unwrap();
     broker.produce(100);
-    let log = logs.path().join("second.log");
-    let m = member(&broker, dir.path(), &log, None);
-    wait_for_changelog_at_ends(&broker, "the member to catch up again", &[&m]);
-    stop(m, "the second member");
-    let printed = std::fs::read_to_string(&log).unwrap();
+    let printed = member_until_changelog_at_ends(
+        &broker,
+        dir.path(),
+        &logs.path().join("second.log"),
+        "the member to catch up again",
+        "the second member",
+    );
     assert!(printed.contains("set aside as"), "{printed}");
     assert!(torn.path().with_extension("json.bak").exists());
     let state = changelog_state(&broker);
@@ -396,13 +445,12 @@ fn a_snapshot_beyond_the_partitions_end_is_never_restored() {
     write_snapshots(&broker, &[beyond.clone()]);
 
     // The first machine again: its own file is the newest usable state.
-    let log = logs.path().join("second.log");
-    let m = member(&broker, first.path(), &log, None);
-    wait_for("the member to read all four partitions", GUARD, || {
-        support::reading_partitions(&m.printed()).is_some_and(|p| p.len() == 4)
-    });
-    stop(m, "the second member");
-    let printed = std::fs::read_to_string(&log).unwrap();
+    let printed = member_until_it_reads_all_four(
+        &broker,
+        first.path(),
+        &logs.path().join("second.log"),
+        "the second member",
+    );
     let (offset, from) = resumed(&printed, beyond.partition).expect(&printed);
     assert_eq!(offset, newest[0].offset, "{printed}");
     assert!(from.ends_with(".json"), "{from}");
@@ -439,7 +487,6 @@ fn members_come_go_die_and_freeze(broker: &mut Broker, days: u64, restart_broker
             broker,
             dirs[slot].path(),
             &logs.path().join(format!("member-{slot}-{lives}.log")),
-            None,
         )
     };
     let mut slots: Vec<Option<Logged>> = (0..3).map(|slot| Some(start(broker, slot))).collect();
@@ -449,9 +496,9 @@ fn members_come_go_die_and_freeze(broker: &mut Broker, days: u64, restart_broker
             .args(["produce", "--count", &days.to_string(), "--delay-ms", "4"]),
         logs.path().join("producer.log"),
     );
-    wait_for("a first snapshot", GUARD, || {
-        !changelog_state(broker).is_empty()
-    });
+    let watch = ChangelogWatch::new(broker);
+    wait_for("a first snapshot", GUARD, || !watch.state().is_empty());
+    drop(watch);
     let mut round = 0;
     let mut restarted = !restart_broker;
     let mut done = Vec::new();
@@ -526,9 +573,9 @@ fn members_come_go_die_and_freeze(broker: &mut Broker, days: u64, restart_broker
     // The topic holds exactly the days asked for, also when a broker restart made the
     // producer start a new session (it writes the rest of the same days, not more).
     let written = (BEFORE + days) as usize;
-    assert_topic_holds_each_day_once(broker, FIRST, written);
+    let topic = assert_topic_holds_each_day_once(broker, FIRST, written);
     let state = changelog_state(broker);
-    assert_checkpoints_exact(broker, &state, FIRST, written);
+    checkpoints_exact_in(&topic, &state, FIRST, written);
     for dir in &dirs {
         checkpoint::load_all(dir.path()).expect("every local file loads");
         if !checkpoint::partition_files(dir.path()).unwrap().is_empty() {
@@ -582,11 +629,13 @@ mod kafka_only {
         delete_changelog(&broker);
         write_snapshots(&broker, &older);
         let second = tempfile::tempdir().unwrap();
-        let second_log = logs.path().join("second.log");
-        let m = member(&broker, second.path(), &second_log, None);
-        wait_for_changelog_at_ends(&broker, "the member restored from older snapshots", &[&m]);
-        stop(m, "the member restored from the changelog");
-        let log = std::fs::read_to_string(&second_log).unwrap();
+        let log = member_until_changelog_at_ends(
+            &broker,
+            second.path(),
+            &logs.path().join("second.log"),
+            "the member restored from older snapshots",
+            "the member restored from the changelog",
+        );
         for o in &older {
             let (offset, from) = resumed(&log, o.partition).expect(&log);
             assert_eq!(offset, o.offset, "{log}");
@@ -603,11 +652,13 @@ mod kafka_only {
                 .save(o)
                 .unwrap();
         }
-        let third_log = logs.path().join("third.log");
-        let m = member(&broker, third.path(), &third_log, None);
-        wait_for_changelog_at_ends(&broker, "the member restored from older files", &[&m]);
-        stop(m, "the member restored from its files");
-        let log = std::fs::read_to_string(&third_log).unwrap();
+        let log = member_until_changelog_at_ends(
+            &broker,
+            third.path(),
+            &logs.path().join("third.log"),
+            "the member restored from older files",
+            "the member restored from its files",
+        );
         for o in &older {
             let (offset, from) = resumed(&log, o.partition).expect(&log);
             assert_eq!(offset, o.offset, "{log}");
@@ -652,13 +703,15 @@ mod kafka_only {
         );
 
         let dir = tempfile::tempdir().unwrap();
-        let log = logs.path().join("second.log");
-        let m = member(&broker, dir.path(), &log, None);
-        wait_for_changelog_at_ends(&broker, "the member to count the new topic", &[&m]);
-        stop(m, "the second member");
+        let printed = member_until_changelog_at_ends(
+            &broker,
+            dir.path(),
+            &logs.path().join("second.log"),
+            "the member to count the new topic",
+            "the second member",
+        );
         let state = changelog_state(&broker);
         assert_checkpoints_exact(&broker, &state, second_first, 500);
-        let printed = std::fs::read_to_string(&log).unwrap();
         assert!(printed.contains("count another topic"), "{printed}");
     }
 
@@ -675,7 +728,7 @@ mod kafka_only {
         );
         let dir = tempfile::tempdir().unwrap();
         let logs = tempfile::tempdir().unwrap();
-        let m = member(&broker, dir.path(), &logs.path().join("m.log"), None);
+        let m = member(&broker, dir.path(), &logs.path().join("m.log"));
         wait_for("the changelog to be created", GUARD, || {
             m.printed().contains("created changelog")
         });
@@ -724,7 +777,6 @@ mod kafka_only {
                     broker,
                     dirs[i].path(),
                     &logs.path().join(format!("member-{i}.log")),
-                    None,
                 )
             })
             .collect();
@@ -735,11 +787,14 @@ mod kafka_only {
                 .args(["--delay-ms", "4"]),
             logs.path().join("producer.log"),
         );
+        let watch = ChangelogWatch::new(broker);
         wait_for("snapshots of January's partition", GUARD, || {
-            changelog_state(broker)
+            watch
+                .state()
                 .iter()
                 .any(|c| c.partition == 2 && c.offset > 50)
         });
+        drop(watch);
         broker.kill_node(leader);
         assert!(producer.is_running(), "the kill came too late to matter");
         producer.wait_ok("the producer through the failover");
@@ -761,9 +816,9 @@ mod kafka_only {
         for (i, m) in members.into_iter().enumerate() {
             stop(m, &format!("member {i}"));
         }
-        assert_topic_holds_each_day_once(broker, FIRST, DAYS_THROUGH_FAILOVER);
+        let topic = assert_topic_holds_each_day_once(broker, FIRST, DAYS_THROUGH_FAILOVER);
         let state = changelog_state(broker);
-        assert_checkpoints_exact(broker, &state, FIRST, DAYS_THROUGH_FAILOVER);
+        checkpoints_exact_in(&topic, &state, FIRST, DAYS_THROUGH_FAILOVER);
         for dir in &dirs {
             checkpoint::load_all(dir.path()).expect("every local file loads");
             if !checkpoint::partition_files(dir.path()).unwrap().is_empty() {

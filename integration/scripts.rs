@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use support::broker::free_port_pair;
 use support::{GUARD, Kind, Logged, free_port, http_get, run_ok, wait_for};
 use time::Month;
 use weather_stream::checkpoint;
@@ -46,16 +47,6 @@ struct MakeDown<'a>(u16, &'a std::path::Path);
 impl Drop for MakeDown<'_> {
     fn drop(&mut self) {
         make("down", self.0, self.1);
-    }
-}
-
-/// A port whose next port is free too (Kafka's controller listens there).
-fn free_port_pair() -> u16 {
-    loop {
-        let ports = support::broker::free_ports(2);
-        if ports[1] == ports[0] + 1 {
-            return ports[0];
-        }
     }
 }
 

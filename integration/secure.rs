@@ -22,9 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::broker::{free_port_pair, password_in};
 use support::exactly_once::{assert_counted_exactly_once, assert_topic_holds_each_day_once};
 use support::topic::consecutive;
-use support::{Broker, GUARD, Logged, folder_bytes, free_port, http_get, kill, run_ok, wait_for};
+use support::{
+    Broker, GUARD, Logged, folder_bytes, free_port, http_get, kill, only_error_line, run_ok,
+    wait_for,
+};
 use time::macros::date;
 use weather_stream::checkpoint::{Checkpoint, PartitionFile};
 use weather_stream::report::month_name;
@@ -515,8 +519,7 @@ fn the_whole_pipeline_runs_over_sasl_ssl_with_scram_sha_512() {
         &format!("{}{}", stdout(&consumed), stderr(&consumed)),
     );
     // Counted exactly once (and `weather verify`, as the consumer, agrees).
-    assert_counted_exactly_once(&broker, &state, date!(2000 - 01 - 01), DAYS);
-    let verified = broker.verify(&state);
+    let verified = assert_counted_exactly_once(&broker, &state, date!(2000 - 01 - 01), DAYS);
     secrets.assert_absent(
         "weather verify",
         &format!("{}{}", stdout(&verified), stderr(&verified)),
@@ -1020,16 +1023,6 @@ fn no_help_text_shows_a_password_from_the_environment_or_the_file() {
     }
 }
 
-/// A port whose next port is free too (Kafka's controller listens there).
-fn free_port_pair() -> u16 {
-    loop {
-        let ports = support::broker::free_ports(2);
-        if ports[1] == ports[0] + 1 {
-            return ports[0];
-        }
-    }
-}
-
 /// Stops what the demo started, even when an assertion fails first.
 struct Down<'a>(u16, &'a Path);
 
@@ -1108,15 +1101,7 @@ fn make_demo_runs_on_kafka_secure_with_each_users_file_and_again_the_next_day() 
     let secure = broker_dir.path().join("secure");
     let mut secrets = Secrets(vec!["ScramLoginModule required".to_string()]);
     for user in ["admin", "producer", "consumer"] {
-        let text = std::fs::read_to_string(secure.join(format!("{user}.properties"))).unwrap();
-        let password = text
-            .split("password=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        secrets.also(password);
+        secrets.also(&password_in(&secure.join(format!("{user}.properties"))));
     }
     secrets.assert_absent("make demo", &first);
     assert!(first.contains("demo stopped"), "{first}");
@@ -1238,23 +1223,18 @@ fn a_formatted_node_whose_users_files_are_gone_is_refused_in_one_line() {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("meta.properties"), "node.id=1\n").unwrap();
     let port = free_port_pair();
-    let output = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
-        .args(["up", "kafka-secure"])
-        .env("KAFKA_PORT", port.to_string())
-        .env("KAFKA_DIR", dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/kafka.sh");
-    assert!(!output.status.success());
-    let err = stderr(&output);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(lines[0].contains("passwords are lost"), "{err}");
+    let line = only_error_line(
+        Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+            .args(["up", "kafka-secure"])
+            .env("KAFKA_PORT", port.to_string())
+            .env("KAFKA_DIR", dir.path())
+            .stdin(Stdio::null()),
+    );
+    assert!(line.contains("passwords are lost"), "{line}");
     assert!(
-        lines[0].contains(&format!("remove {}", dir.path().display())),
-        "{err}"
+        line.contains(&format!("remove {}", dir.path().display())),
+        "{line}"
     );
     assert!(
         !dir.path().join("secure").exists(),

@@ -154,12 +154,7 @@ impl Broker {
 
     /// The password in `user`'s properties file.
     pub fn password(&self, user: &str) -> String {
-        let text = read(&self.properties(user));
-        text.split("password=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("no password in {}", self.properties(user).display()))
-            .to_string()
+        password_in(&self.properties(user))
     }
 
     /// `weather` as `user` of a secure broker (its properties file as `--command-config`);
@@ -293,6 +288,11 @@ impl Broker {
     /// A library connection, for reading the topic the way a checker would: on a secure
     /// broker as User:admin (from its file alone, whatever KAFKA_* says), who may read all.
     pub fn cluster(&self) -> Cluster {
+        runtime().block_on(self.connect())
+    }
+
+    /// [`Broker::cluster`] in a runtime the caller already has.
+    pub async fn connect(&self) -> Cluster {
         let (_trigger, shutdown) = Shutdown::new();
         let security = if self.secure {
             let admin = self.properties("admin");
@@ -303,14 +303,14 @@ impl Broker {
         } else {
             Security::plaintext()
         };
-        runtime()
-            .block_on(Cluster::connect_with(
-                &self.address(),
-                security,
-                Duration::from_secs(30),
-                &shutdown,
-            ))
-            .expect("connect to the test broker")
+        Cluster::connect_with(
+            &self.address(),
+            security,
+            Duration::from_secs(30),
+            &shutdown,
+        )
+        .await
+        .expect("connect to the test broker")
     }
 
     /// `weather` with this broker as its bootstrap servers.
@@ -510,6 +510,26 @@ fn process_alive(pid: u32) -> bool {
 
 fn answers(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// The password in a client properties file (`password="..."`).
+pub fn password_in(file: &Path) -> String {
+    read(file)
+        .split("password=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no password in {}", file.display()))
+        .to_string()
+}
+
+/// A port whose next port is free too (Kafka's controller listens there).
+pub fn free_port_pair() -> u16 {
+    loop {
+        let ports = free_ports(2);
+        if ports[1] == ports[0] + 1 {
+            return ports[0];
+        }
+    }
 }
 
 fn read(path: &Path) -> String {

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Output;
 
 use time::{Date, Month};
 use weather_stream::checkpoint;
@@ -12,11 +13,15 @@ use weather_stream::report::month_name;
 use weather_stream::weather::Weather;
 
 use super::Broker;
-use super::topic::{consecutive, topic_records};
+use super::topic::{PartitionDays, consecutive, topic_records};
 
 /// The topic holds each of `days` consecutive days from `first` exactly once, on its month's
-/// partition, with the generator's value, and nothing else.
-pub fn assert_topic_holds_each_day_once(broker: &Broker, first: Date, days: usize) {
+/// partition, with the generator's value, and nothing else. Returns the topic as it read it.
+pub fn assert_topic_holds_each_day_once(
+    broker: &Broker,
+    first: Date,
+    days: usize,
+) -> BTreeMap<i32, PartitionDays> {
     let topic = broker.topic();
     let mut dates: Vec<Date> = topic
         .values()
@@ -69,11 +74,17 @@ pub fn assert_topic_holds_each_day_once(broker: &Broker, first: Date, days: usiz
             );
         }
     }
+    topic
 }
 
 /// [`assert_counted_exactly_once_with`] for a topic that holds only the days, each once.
-pub fn assert_counted_exactly_once(broker: &Broker, state: &Path, first: Date, days: usize) {
-    assert_counted_exactly_once_with(broker, state, first, days, &[], 0);
+pub fn assert_counted_exactly_once(
+    broker: &Broker,
+    state: &Path,
+    first: Date,
+    days: usize,
+) -> Output {
+    assert_counted_exactly_once_with(broker, state, first, days, &[], 0)
 }
 
 /// The proof every surviving consumer run must pass:
@@ -84,6 +95,8 @@ pub fn assert_counted_exactly_once(broker: &Broker, state: &Path, first: Date, d
 /// - every (partition, month, year) in the files has the generator's count and, bit for bit,
 ///   its sum over those days, nothing else is in the files, and each file's offset is its
 ///   partition's end.
+///
+/// Returns the output of `weather verify`.
 pub fn assert_counted_exactly_once_with(
     broker: &Broker,
     state: &Path,
@@ -91,7 +104,7 @@ pub fn assert_counted_exactly_once_with(
     days: usize,
     replayed: &[Date],
     not_reports: usize,
-) {
+) -> Output {
     let topic = topic_records(&broker.cluster());
     let junk: usize = topic.values().map(|p| p.not_reports.len()).sum();
     assert_eq!(
@@ -135,7 +148,7 @@ pub fn assert_counted_exactly_once_with(
     let stdout = String::from_utf8_lossy(&verify.stdout);
 
     let files = checkpoint::load_all(state).expect("partition files load");
-    assert_checkpoints_exact(broker, &files, first, days);
+    checkpoints_exact_in(&topic, &files, first, days);
     let with_days = files.len();
     assert_eq!(stdout.matches(": ok,").count(), with_days, "{stdout}");
     assert!(
@@ -143,6 +156,7 @@ pub fn assert_counted_exactly_once_with(
         "the consumer counted each day once, but the topic holds {} day(s) twice: {doubled:?}",
         doubled.len()
     );
+    verify
 }
 
 /// Checkpoints (from files, or from the changelog) hold exactly the generator's statistics of
@@ -155,7 +169,17 @@ pub fn assert_checkpoints_exact(
     first: Date,
     days: usize,
 ) {
-    let topic = topic_records(&broker.cluster());
+    checkpoints_exact_in(&topic_records(&broker.cluster()), checkpoints, first, days);
+}
+
+/// [`assert_checkpoints_exact`] against `topic` as already read (by [`topic_records`] or
+/// [`assert_topic_holds_each_day_once`]).
+pub fn checkpoints_exact_in(
+    topic: &BTreeMap<i32, PartitionDays>,
+    checkpoints: &[checkpoint::Checkpoint],
+    first: Date,
+    days: usize,
+) {
     let partitions = topic.len() as i32;
     let weather = Weather::new(1);
     let mut expected: BTreeMap<(i32, Month, i32), (u64, f64)> = BTreeMap::new();

@@ -93,14 +93,7 @@ pub fn with_cluster<T>(
     work: impl AsyncFnOnce(&weather_stream::kafka::Cluster) -> T,
 ) -> T {
     runtime().block_on(async {
-        let (_trigger, shutdown) = weather_stream::shutdown::Shutdown::new();
-        let cluster = weather_stream::kafka::Cluster::connect(
-            &broker.address(),
-            Duration::from_secs(30),
-            &shutdown,
-        )
-        .await
-        .expect("connect to the test broker");
+        let cluster = broker.connect().await;
         work(&cluster).await
     })
 }
