@@ -33,13 +33,14 @@ KAFKA_ONLY = kafka_only::
 ARGS ?=
 WEATHER := target/release/weather
 
-.PHONY: help build install up down status produce debug consume plot verify serve demo test test-unit test-tansu test-kafka bench lint clean
+.PHONY: help build install up down status produce debug consume plot verify serve demo test test-unit test-props test-tansu test-kafka bench lint clean
 
 help:
 	@echo "make demo              broker, producer, two consumers and a fresh month.svg, until Ctrl-C"
 	@echo "make test              every test, on Tansu and on Apache Kafka (installs both if missing)"
 	@echo "make test-tansu        unit tests, then the integration suites on Tansu only"
 	@echo "make test-kafka        the integration suites on Apache Kafka (one node; cluster tests on three)"
+	@echo "make test-props        explore: the property tests from a random seed, 20 times the cases"
 	@echo "make up / make down    start / stop the embedded broker (Tansu) on 127.0.0.1:$(KAFKA_PORT)"
 	@echo "make up BROKER=kafka   Apache Kafka itself from Maven Central (BROKER=kafka-cluster: three nodes)"
 	@echo "make up BROKER=kafka-secure  one Kafka node with TLS, SCRAM users and ACLs (files in .kafka/kafka-secure/secure/)"
@@ -99,6 +100,17 @@ test: test-tansu test-kafka
 test-unit:
 	cargo test --lib --bins --quiet
 	cargo test --test docker --test properties --quiet
+
+# `make test` draws nothing at random: property tests run from a fixed seed (and first replay
+# every case in proptest-regressions/), fault tests from support::FIXED_SEED. Exploration is
+# here: a fresh seed (printed; PROPTEST_RNG_SEED=N replays it) and PROPERTIES_SCALE times the
+# cases. A failure adds its case to proptest-regressions/properties.txt: commit it. The fault
+# suites explore the same way with FAULTS_SEED=random (for example `FAULTS_SEED=random make test-kafka`).
+test-props:
+	@seed=$${PROPTEST_RNG_SEED:-$$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}; \
+	echo "property seed $$seed (replay with make test-props PROPTEST_RNG_SEED=$$seed)"; \
+	PROPTEST_RNG_SEED=$$seed PROPERTIES_SCALE=$${PROPERTIES_SCALE:-20} cargo test --test properties --quiet \
+	  || { echo "property tests failed from seed $$seed: replay with make test-props PROPTEST_RNG_SEED=$$seed, and commit proptest-regressions/"; exit 1; }
 
 test-tansu: test-unit
 	@scripts/broker.sh install

@@ -17,9 +17,7 @@ use time::macros::date;
 fn cut_connections_and_lost_answers_leave_every_day_exactly_once() {
     let (broker_port, proxy_port) = (free_port(), free_port());
     let broker = Broker::start_advertising(Kind::from_env(), broker_port, proxy_port);
-    let seed = fastrand::u64(..);
-    println!("fault seed {seed}");
-    let proxy = FaultProxy::start(proxy_port, broker_port, 0.08, 30, seed);
+    let proxy = FaultProxy::start(proxy_port, broker_port, 0.08, 30, support::seed());
 
     let days = 1500;
     let output = run_ok(

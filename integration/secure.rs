@@ -240,11 +240,13 @@ fn properties_as(broker: &Broker, dir: &Path, file: &str, user: &str, password: 
     path
 }
 
-/// A fresh random password, as the script makes them.
+/// A new password of the script's shape, a different one each call, drawn from the test
+/// seed (`support::seed`) so that the run is the same each time.
 fn random_password() -> String {
-    (0..24)
-        .map(|_| fastrand::alphanumeric())
-        .collect::<String>()
+    static RNG: std::sync::Mutex<Option<fastrand::Rng>> = std::sync::Mutex::new(None);
+    let mut rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let rng = rng.get_or_insert_with(|| fastrand::Rng::with_seed(support::seed()));
+    (0..24).map(|_| rng.alphanumeric()).collect()
 }
 
 /// One of Kafka's tools as User:admin.

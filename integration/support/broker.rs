@@ -479,7 +479,8 @@ fn tansu_binary() -> PathBuf {
 /// They come from below the kernel's ephemeral range (32768 and up), so no client socket is
 /// given one, and from a counter, so a broker stopped on purpose cannot have its port taken
 /// by the next test's broker while the first test's programs still dial it. Test binaries
-/// run one at a time; each starts at a random place in the range.
+/// run one at a time; each starts at a place of its own in the range, picked from its process
+/// id (no random draw: the port a test gets never decides what it sees).
 pub fn free_ports(n: usize) -> Vec<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 15_000;
@@ -487,7 +488,7 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let _ = NEXT.compare_exchange(
         0,
-        LOW + fastrand::u32(0..(HIGH - LOW) / 2),
+        LOW + std::process::id().wrapping_mul(2_654_435_761) % ((HIGH - LOW) / 2),
         Ordering::Relaxed,
         Ordering::Relaxed,
     );
