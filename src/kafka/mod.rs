@@ -41,6 +41,9 @@ pub use fetch::{Fetched, FetchedRecord, Partition, is_offset_out_of_range};
 pub use rskafka::client::error::Error as ClientError;
 pub use rskafka::client::error::ProtocolError;
 
+/// The least time the first connection gets for its first answer, even with `--wait 0`.
+const FIRST_ANSWER_FLOOR: Duration = Duration::from_secs(1);
+
 /// How long one request may keep retrying inside rskafka before we see the error.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -228,12 +231,21 @@ impl Cluster {
                 });
             }
         }
+        let started = tokio::time::Instant::now();
         let reachable = wait_until_reachable(&addresses, brokers, wait, shutdown).await?;
         tracing::debug!("connecting with {}", security.describe());
         let view = Arc::new(ClusterView::secured(addresses.clone(), security.clone()));
-        let first = view
-            .open(&reachable)
+        // `--wait` bounds the first answer too, not only the TCP connect: a server that accepts
+        // and never answers would otherwise hold us for the wire's 30 s request timeout.
+        let deadline = started + wait.max(FIRST_ANSWER_FLOOR);
+        let silent = || KafkaError::Unreachable {
+            brokers: brokers.into(),
+            reason: format!("{reachable} accepted the connection but sent no Kafka answer"),
+            waited: Duration::from_secs(started.elapsed().as_secs()),
+        };
+        let first = tokio::time::timeout_at(deadline, view.open(&reachable))
             .await
+            .map_err(|_| silent())?
             .map_err(|e| KafkaError::wire(format!("connecting to {reachable}"), e))?;
         let flavor = first.flavor();
         if flavor != Flavor::ApacheKafka {
@@ -246,7 +258,10 @@ impl Cluster {
                 .with_topics(Some(Vec::new()))
                 .with_allow_auto_topic_creation(false);
             // Anything but a hang-up shows itself on the requests that follow, as before.
-            if let Err(WireError::Closed { .. }) = first.request(probe, 4..=12).await {
+            let answer = tokio::time::timeout_at(deadline, first.request(probe, 4..=12))
+                .await
+                .map_err(|_| silent())?;
+            if let Err(WireError::Closed { .. }) = answer {
                 return Err(KafkaError::wire(
                     format!("connecting to {reachable}"),
                     WireError::NeedsSasl { address: reachable },
@@ -530,6 +545,39 @@ mod tests {
             waited.contains("(connection refused) after 12s; "),
             "{waited}"
         );
+    }
+
+    /// A server that accepts every connection and never sends a byte, as a broker process
+    /// stopped with SIGSTOP or a stalled proxy does.
+    async fn accepts_and_never_answers() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        (address, server)
+    }
+
+    #[tokio::test]
+    async fn wait_bounds_the_first_answer_not_only_the_connect() {
+        // Before the fix this took the wire's 30 s request timeout whatever --wait said.
+        let (address, server) = accepts_and_never_answers().await;
+        let started = std::time::Instant::now();
+        let (_trigger, shutdown) = Shutdown::new();
+        let result = Cluster::connect(&address, Duration::from_secs(2), &shutdown).await;
+        let took = started.elapsed();
+        server.abort();
+        let error = result.expect_err("nothing answered");
+        assert!(matches!(error, KafkaError::Unreachable { .. }), "{error}");
+        assert!(
+            error.to_string().contains("sent no Kafka answer"),
+            "{error}"
+        );
+        // Far below the 30 s it took before, however loaded the machine.
+        assert!(took < Duration::from_secs(20), "took {took:?}");
     }
 
     #[test]
