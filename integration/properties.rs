@@ -313,7 +313,7 @@ fn loads_or_is_refused_unchanged(file: &PartitionFile, bytes: &[u8]) -> Result<(
 
 #[test]
 fn a_file_whose_days_key_is_damaged_is_refused_as_an_older_one() {
-    // Two days of February 2000 with a gap between them; one flipped bit in "days" hides
+    // Two days of February 2000 with a gap between them; one changed byte in "days" hides
     // which days they were.
     let text = r#"{"partition": 3, "offset": 7, "February": {"2000": {"count": 2, "sum": 61.5, "avg": 30.75, "start": "2000-02-01", "end": "2000-02-25", "dJys": 16777217}}}"#;
     let dir = tempfile::tempdir().unwrap();

@@ -41,8 +41,9 @@ pub use fetch::{Fetched, FetchedRecord, Partition, is_offset_out_of_range};
 pub use rskafka::client::error::Error as ClientError;
 pub use rskafka::client::error::ProtocolError;
 
-/// The least time the first connection gets for its first answer, even with `--wait 0`.
-const FIRST_ANSWER_FLOOR: Duration = Duration::from_secs(1);
+/// The least time the first connection gets for its handshake once a broker took it, even
+/// with `--wait 0` or at the end of the wait.
+const FIRST_ANSWER_FLOOR: Duration = Duration::from_secs(3);
 
 /// How long one request may keep retrying inside rskafka before we see the error.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
@@ -236,11 +237,15 @@ impl Cluster {
         tracing::debug!("connecting with {}", security.describe());
         let view = Arc::new(ClusterView::secured(addresses.clone(), security.clone()));
         // `--wait` bounds the first answer too, not only the TCP connect: a server that accepts
-        // and never answers would otherwise hold us for the wire's 30 s request timeout.
-        let deadline = started + wait.max(FIRST_ANSWER_FLOOR);
+        // and never answers would otherwise hold us for the wire's 30 s request timeout. A
+        // broker that took a connection late in the wait still gets the floor for its TLS,
+        // ApiVersions and SASL.
+        let deadline = (started + wait).max(tokio::time::Instant::now() + FIRST_ANSWER_FLOOR);
         let silent = || KafkaError::Unreachable {
             brokers: brokers.into(),
-            reason: format!("{reachable} accepted the connection but sent no Kafka answer"),
+            reason: format!(
+                "{reachable} accepted the connection but did not finish the Kafka handshake (TLS, ApiVersions, SASL): a stopped or stalled broker process?"
+            ),
             waited: Duration::from_secs(started.elapsed().as_secs()),
         };
         let first = tokio::time::timeout_at(deadline, view.open(&reachable))
@@ -573,7 +578,9 @@ mod tests {
         let error = result.expect_err("nothing answered");
         assert!(matches!(error, KafkaError::Unreachable { .. }), "{error}");
         assert!(
-            error.to_string().contains("sent no Kafka answer"),
+            error
+                .to_string()
+                .contains("did not finish the Kafka handshake"),
             "{error}"
         );
         // Far below the 30 s it took before, however loaded the machine.
