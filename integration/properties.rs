@@ -143,6 +143,15 @@ fn sum_bits(c: &Checkpoint) -> Vec<u64> {
         .collect()
 }
 
+/// The environment variable `name` as a whole number, `None` when it is not set.
+fn whole_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let text = std::env::var(name).ok()?;
+    Some(
+        text.parse()
+            .unwrap_or_else(|_| panic!("{name}={text}: not a whole number")),
+    )
+}
+
 /// Where every failure proptest ever found is kept, and replayed before the seeded cases.
 const REGRESSIONS: &str = "proptest-regressions/properties.txt";
 
@@ -153,20 +162,8 @@ const FIXED_SEED: u64 = 20_261_207;
 /// random. `PROPTEST_RNG_SEED` replays another seed, and `PROPERTIES_SCALE` multiplies the
 /// cases: `make test-props` sets both to explore (a random seed, 20 times the cases).
 fn cases(cases: u32) -> Config {
-    let seed = std::env::var("PROPTEST_RNG_SEED")
-        .ok()
-        .map(|s| {
-            s.parse()
-                .unwrap_or_else(|_| panic!("PROPTEST_RNG_SEED={s}: not a whole number"))
-        })
-        .unwrap_or(FIXED_SEED);
-    let scale: u32 = std::env::var("PROPERTIES_SCALE")
-        .ok()
-        .map(|s| {
-            s.parse()
-                .unwrap_or_else(|_| panic!("PROPERTIES_SCALE={s}: not a whole number"))
-        })
-        .unwrap_or(1);
+    let seed = whole_number("PROPTEST_RNG_SEED").unwrap_or(FIXED_SEED);
+    let scale = whole_number("PROPERTIES_SCALE").unwrap_or(1);
     println!(
         "property seed {seed}, {cases} x {scale} cases (replay with PROPTEST_RNG_SEED={seed})"
     );

@@ -243,9 +243,10 @@ fn properties_as(broker: &Broker, dir: &Path, file: &str, user: &str, password: 
 /// A new password of the script's shape, a different one each call, drawn from the test
 /// seed (`support::seed`) so that the run is the same each time.
 fn random_password() -> String {
-    static RNG: std::sync::Mutex<Option<fastrand::Rng>> = std::sync::Mutex::new(None);
+    use std::sync::{LazyLock, Mutex};
+    static RNG: LazyLock<Mutex<fastrand::Rng>> =
+        LazyLock::new(|| Mutex::new(fastrand::Rng::with_seed(support::seed())));
     let mut rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let rng = rng.get_or_insert_with(|| fastrand::Rng::with_seed(support::seed()));
     (0..24).map(|_| rng.alphanumeric()).collect()
 }
 
